@@ -1,0 +1,97 @@
+//! The TOML file format: serde structs that mirror the file, with spans kept for error messages.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file as written. Every table rejects keys it does not know.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub global: FileGlobal,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<FileCertificate>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<FileListener>,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<FilePool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGlobal {
+    pub workers: Option<Spanned<i64>>,
+    pub grace_period: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub tls_handshake: Option<Spanned<String>>,
+    pub client_header: Option<Spanned<String>>,
+    pub connect: Option<Spanned<String>>,
+    pub response: Option<Spanned<String>>,
+    pub upstream_idle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    pub name: Spanned<String>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub self_signed: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+    pub protocol: Option<Spanned<String>>,
+    pub tls_policy: Option<Spanned<String>>,
+    pub alpn: Option<Spanned<Vec<String>>>,
+    pub certificates: Option<Vec<Spanned<String>>>,
+    pub default_certificate: Option<Spanned<String>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub pool: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub name: Spanned<String>,
+    pub balancer: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+    pub max_idle_per_backend: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub timeouts: FilePoolTimeouts,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<FileBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePoolTimeouts {
+    pub connect: Option<Spanned<String>>,
+    pub response: Option<Spanned<String>>,
+    pub upstream_idle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub name: Option<Spanned<String>>,
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+}

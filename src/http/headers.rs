@@ -1,0 +1,177 @@
+//! Header rewriting between client and backend: hop-by-hop headers removed, `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` set, the client's `Host` kept.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, and those the `Connection` header names. Returns the
+/// `Upgrade` value when the message asked for a protocol upgrade, so it can be passed on.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                }
+                HeaderName::from_bytes(token.as_bytes()).ok()
+            })
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade.filter(|_| upgrade_requested)
+}
+
+/// What the backend is told about the client.
+pub struct ForwardedFor<'a> {
+    pub client: SocketAddr,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+}
+
+/// Sets the forwarding headers: X-Forwarded-For and Forwarded get this hop appended to what
+/// earlier proxies wrote; X-Forwarded-Proto and X-Forwarded-Host describe this hop only.
+pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
+    let ip = f.client.ip();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.to_string(),
+    };
+    set(headers, &X_FORWARDED_FOR, xff);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut element = format!("for={node};proto={}", f.proto);
+    match f.host {
+        Some(host) => {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                headers.insert(&X_FORWARDED_HOST, v);
+            }
+            if host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                element.push_str(&format!(";host=\"{host}\""));
+            }
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
+        _ => element,
+    };
+    set(headers, &header::FORWARDED, forwarded);
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// HTTP/2 lets a client split `Cookie` into several fields; HTTP/1.1 backends need one
+/// (RFC 9113 section 8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    set(headers, &header::COOKIE, joined);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        assert_eq!(remove_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_is_reported_only_when_connection_asks() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert_eq!(remove_hop_by_hop(&mut h).unwrap(), "websocket");
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert_eq!(remove_hop_by_hop(&mut h), None);
+    }
+
+    #[test]
+    fn forwarded_headers_append_this_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        h.insert("x-forwarded-host", "spoofed".parse().unwrap());
+        let f = ForwardedFor {
+            client: "[::1]:5000".parse().unwrap(),
+            proto: "https",
+            host: Some("a.test:8443"),
+        };
+        add_forwarded(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.test:8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"a.test:8443\""
+        );
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+    }
+}

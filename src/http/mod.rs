@@ -1,0 +1,15 @@
+//! The HTTP side of a listener: hyper's server (HTTP/1.1 or HTTP/2 by ALPN), routing, header
+//! rewriting and the answers terminus writes itself.
+
+mod body;
+mod error;
+pub mod headers;
+mod proxy;
+pub mod route;
+mod server;
+mod upgrade;
+
+pub use body::ProxyBody;
+pub use proxy::ConnInfo;
+pub use route::Router;
+pub use server::serve_connection;

@@ -1,0 +1,11 @@
+//! Terminus: a TLS-terminating load balancer.
+
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod listener;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+pub use server::Server;

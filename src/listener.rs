@@ -1,0 +1,89 @@
+//! Listeners: bind, accept, the TLS handshake under a deadline, and one span per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::http::{self, ConnInfo, Router};
+
+/// What a listener needs to serve its connections.
+pub struct ListenerState {
+    pub name: String,
+    pub tls: Option<TlsAcceptor>,
+    pub router: Arc<Router>,
+    pub tls_handshake_timeout: Duration,
+    pub client_header_timeout: Duration,
+}
+
+/// Accepts until `stop` turns true; each connection is watched by `graceful`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ListenerState>,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                let span = info_span!("conn", listener = %state.name, client = %client);
+                let state = state.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(handle(stream, client, state, watcher).instrument(span));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                warn!(listener = %state.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    client: SocketAddr,
+    state: Arc<ListenerState>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = &state.tls else {
+        let conn = Arc::new(ConnInfo {
+            client,
+            proto: "http",
+            router: state.router.clone(),
+        });
+        http::serve_connection(stream, false, conn, state.client_header_timeout, watcher).await;
+        return;
+    };
+    let tls = match tokio::time::timeout(state.tls_handshake_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn!(timeout = ?state.tls_handshake_timeout, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, "TLS established");
+    let conn = Arc::new(ConnInfo {
+        client,
+        proto: "https",
+        router: state.router.clone(),
+    });
+    http::serve_connection(tls, h2, conn, state.client_header_timeout, watcher).await;
+}

@@ -1,0 +1,210 @@
+//! The `terminus` binary: command line, logging, signals and wiring.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use terminus::config::{self, default::DEMO_BACKENDS, Config};
+use terminus::demo::DemoBackend;
+use terminus::Server;
+use tokio::net::TcpListener;
+
+/// A TLS-terminating load balancer.
+#[derive(Parser, Debug)]
+#[command(name = "terminus", version, about)]
+struct Cli {
+    /// The config file; without it terminus runs its embedded default (an HTTPS listener on
+    /// 127.0.0.1:8443 in front of three demo backends).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `debug`, `terminus=debug` (RUST_LOG also works).
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config file and exit: 0 when valid, 1 with `FILE:LINE:COL: ...` lines when not.
+    Check,
+    /// Run one demo backend that answers with its own name.
+    DemoBackend {
+        /// Address to listen on, e.g. 127.0.0.1:9001.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The name it answers with (also in the `x-backend` header).
+        #[arg(long)]
+        name: String,
+        /// Delay added to every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("terminus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match (cli.command, cli.config) {
+        (Some(Command::Check), Some(path)) => Ok(check(&path)),
+        (Some(Command::Check), None) => anyhow::bail!("`check` needs --config FILE"),
+        (
+            Some(Command::DemoBackend {
+                listen,
+                name,
+                delay_ms,
+            }),
+            _,
+        ) => runtime(None)?.block_on(async {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot bind {listen}"))?;
+            println!(
+                "demo backend {name} listening on {}",
+                listener.local_addr()?
+            );
+            let backend = DemoBackend {
+                name,
+                delay: Duration::from_millis(delay_ms),
+            };
+            tokio::select! {
+                _ = backend.serve(listener) => {}
+                _ = shutdown_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        (None, Some(path)) => match config::load_file(&path) {
+            Ok(config) => serve(config, false),
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!(
+                    "terminus: {} is not valid; nothing was started",
+                    path.display()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        (None, None) => serve_default(),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} listeners, {} pools, {} certificates)",
+                path.display(),
+                c.listeners.len(),
+                c.pools.len(),
+                c.certificates.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The embedded default: three demo backends on loopback ports chosen by the system.
+fn serve_default() -> anyhow::Result<ExitCode> {
+    let rt = runtime(None)?;
+    let config = rt.block_on(async {
+        let mut addrs = Vec::new();
+        for name in DEMO_BACKENDS {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot bind a demo backend")?;
+            addrs.push(listener.local_addr()?);
+            tokio::spawn(
+                DemoBackend {
+                    name: name.to_string(),
+                    delay: Duration::ZERO,
+                }
+                .serve(listener),
+            );
+        }
+        let addrs: [SocketAddr; 3] = addrs
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three demo backends expected"))?;
+        let text = config::default::render(&addrs);
+        config::parse(std::path::Path::new("<embedded default>"), &text)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    serve_on(rt, config, true)
+}
+
+fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+    let rt = runtime(config.workers)?;
+    serve_on(rt, config, demo)
+}
+
+fn serve_on(rt: tokio::runtime::Runtime, config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+    rt.block_on(async {
+        let server = Server::bind(&config).await?;
+        for (name, addr) in server.local_addrs() {
+            println!("listening name={name} addr={addr}");
+        }
+        if demo {
+            println!("terminus is running its embedded default: three demo backends behind https://localhost:8443/");
+            println!("try:  curl -k https://localhost:8443/   (repeat it: the answers rotate over demo-1, demo-2, demo-3)");
+        }
+        server.run(shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The running server: builds the runtime state from a valid config, binds every listener
+//! before serving any, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenerProtocol};
+use crate::http::Router;
+use crate::listener::{self, ListenerState};
+use crate::tls;
+use crate::upstream::Pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener `{name}`: TLS setup failed: {source}")]
+    Tls { name: String, source: rustls::Error },
+}
+
+/// Listeners bound and ready to serve.
+pub struct Server {
+    listeners: Vec<(TcpListener, Arc<ListenerState>)>,
+    grace_period: Duration,
+}
+
+impl Server {
+    /// Builds pools, routers and TLS configs, then binds every listener. Nothing is served
+    /// until `run`, and any failure here leaves nothing bound.
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| Arc::new(Pool::new(p)))
+            .collect();
+        let mut states = Vec::new();
+        for l in &config.listeners {
+            let acceptor = match (&l.protocol, &l.tls) {
+                (ListenerProtocol::Https, Some(t)) => {
+                    let certs: Vec<tls::LoadedCert> = t
+                        .certificates
+                        .iter()
+                        .filter_map(|&i| config.certificates.get(i))
+                        .map(|c| c.loaded.clone())
+                        .collect();
+                    let server_config = tls::policy::server_config(
+                        t.policy,
+                        &t.alpn,
+                        &certs,
+                        t.default_certificate,
+                    )
+                    .map_err(|source| ServerError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    })?;
+                    Some(TlsAcceptor::from(server_config))
+                }
+                _ => None,
+            };
+            states.push(Arc::new(ListenerState {
+                name: l.name.clone(),
+                tls: acceptor,
+                router: Arc::new(Router::new(&l.routes, &pools)),
+                tls_handshake_timeout: config.timeouts.tls_handshake,
+                client_header_timeout: config.timeouts.client_header,
+            }));
+        }
+        let mut listeners = Vec::new();
+        for (l, state) in config.listeners.iter().zip(states) {
+            let tcp = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            listeners.push((tcp, state));
+        }
+        Ok(Self {
+            listeners,
+            grace_period: config.grace_period,
+        })
+    }
+
+    /// Each listener's name and the address it is bound to (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(tcp, s)| Some((s.name.clone(), tcp.local_addr().ok()?)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, asks open connections to
+    /// finish their in-flight requests, and returns when they have or the grace period ends.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut accepting = Vec::new();
+        for (tcp, state) in self.listeners {
+            accepting.push(tokio::spawn(listener::accept_loop(
+                tcp,
+                state,
+                stop_rx.clone(),
+                graceful.clone(),
+            )));
+        }
+        shutdown.await;
+        info!(grace_period = ?self.grace_period, "shutting down: no new connections; letting in-flight requests finish");
+        let _ = stop_tx.send(true);
+        for task in accepting {
+            let _ = task.await;
+        }
+        // The accept loops have ended, so this is the last reference besides spawned
+        // connection tasks' watchers, which do not hold the GracefulShutdown itself.
+        let graceful = match Arc::try_unwrap(graceful) {
+            Ok(g) => g,
+            Err(_) => {
+                warn!("connections could not be drained; exiting");
+                return;
+            }
+        };
+        match tokio::time::timeout(self.grace_period, graceful.shutdown()).await {
+            Ok(()) => info!("all connections finished"),
+            Err(_) => {
+                warn!(grace_period = ?self.grace_period, "grace period over; closing remaining connections")
+            }
+        }
+    }
+}

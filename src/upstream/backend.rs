@@ -1,0 +1,169 @@
+//! A backend's live state: requests in flight and moving averages of its response time, kept in
+//! atomics so that balancers read them without locks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+
+/// How fast old latency samples fade: after this long without samples, an average counts about
+/// a third (1/e) as much, so a backend that was slow is tried again eventually.
+const DECAY: Duration = Duration::from_secs(10);
+/// Weight of a new sample in the plain moving average.
+const EWMA_ALPHA: f64 = 0.3;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// The address as a URI authority, built once so requests do not format it.
+    pub authority: Authority,
+    in_flight: AtomicUsize,
+    /// f64 bits, nanoseconds: plain exponentially weighted moving average.
+    ewma_ns: AtomicU64,
+    /// f64 bits, nanoseconds: peak-sensitive moving average (jumps up at once, decays slowly).
+    peak_ns: AtomicU64,
+    /// Nanoseconds since the process epoch of the last sample; 0 means none yet.
+    last_sample: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(name: String, address: SocketAddr, weight: u32) -> Self {
+        let authority = Authority::try_from(address.to_string().as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid"));
+        Self {
+            name,
+            address,
+            weight,
+            authority,
+            in_flight: AtomicUsize::new(0),
+            ewma_ns: AtomicU64::new(0f64.to_bits()),
+            peak_ns: AtomicU64::new(0f64.to_bits()),
+            last_sample: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the balancer may send new requests here.
+    pub fn is_usable(&self) -> bool {
+        self.weight > 0
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            backend: self.clone(),
+        }
+    }
+
+    /// Records one response time. Concurrent updates may lose a sample; the averages stay sound.
+    pub fn observe(&self, rtt: Duration) {
+        let now = now_ns();
+        let rtt = rtt.as_nanos() as f64;
+        let last = self.last_sample.swap(now.max(1), Ordering::Relaxed);
+        let ewma = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let peak = f64::from_bits(self.peak_ns.load(Ordering::Relaxed));
+        let (ewma, peak) = if last == 0 {
+            (rtt, rtt)
+        } else {
+            let w = (-(now.saturating_sub(last) as f64) / DECAY.as_nanos() as f64).exp();
+            let peak = if rtt > peak {
+                rtt
+            } else {
+                peak * w + rtt * (1.0 - w)
+            };
+            (ewma + EWMA_ALPHA * (rtt - ewma), peak)
+        };
+        self.ewma_ns.store(ewma.to_bits(), Ordering::Relaxed);
+        self.peak_ns.store(peak.to_bits(), Ordering::Relaxed);
+    }
+
+    /// How much the averages still count, fading with time since the last sample.
+    fn staleness_factor(&self) -> f64 {
+        let last = self.last_sample.load(Ordering::Relaxed);
+        if last == 0 {
+            return 0.0;
+        }
+        let idle = now_ns().saturating_sub(last) as f64;
+        (-idle / DECAY.as_nanos() as f64).exp()
+    }
+
+    /// Moving average of response time in nanoseconds (0 before the first sample).
+    pub fn ewma_ns(&self) -> f64 {
+        f64::from_bits(self.ewma_ns.load(Ordering::Relaxed)) * self.staleness_factor()
+    }
+
+    /// Peak-EWMA of response time in nanoseconds (0 before the first sample).
+    pub fn peak_ewma_ns(&self) -> f64 {
+        f64::from_bits(self.peak_ns.load(Ordering::Relaxed)) * self.staleness_factor()
+    }
+}
+
+/// A request in flight on a backend; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+}
+
+impl InFlight {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_guards() {
+        let b = Arc::new(Backend::new("b".into(), "127.0.0.1:1".parse().unwrap(), 1));
+        let g1 = b.start();
+        let g2 = b.start();
+        assert_eq!(b.in_flight(), 2);
+        drop(g1);
+        assert_eq!(b.in_flight(), 1);
+        drop(g2);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn averages_follow_samples_and_peak_jumps() {
+        let b = Backend::new("b".into(), "127.0.0.1:1".parse().unwrap(), 1);
+        assert_eq!(b.ewma_ns(), 0.0);
+        b.observe(Duration::from_millis(10));
+        b.observe(Duration::from_millis(50));
+        let ms = 1e6;
+        assert!(
+            b.peak_ewma_ns() > 49.0 * ms,
+            "peak jumps to the slow sample"
+        );
+        let e = b.ewma_ns();
+        assert!(
+            e > 20.0 * ms && e < 30.0 * ms,
+            "ewma moved 30% of the way: {e}"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! `performance`: power of two random choices, scored by peak-EWMA latency times requests in
+//! flight (per unit of weight), as linkerd and Finagle balance.
+
+use std::sync::Arc;
+
+use super::Balancer;
+use crate::upstream::backend::Backend;
+
+#[derive(Debug, Default)]
+pub struct Performance;
+
+/// The first usable backend at or after a random position.
+fn random_usable(backends: &[Arc<Backend>], skip: Option<usize>) -> Option<usize> {
+    let len = backends.len();
+    let start = fastrand::usize(..len);
+    (0..len)
+        .map(|i| (start + i) % len)
+        .find(|&i| Some(i) != skip && backends[i].is_usable())
+}
+
+/// Lower is better. Unsampled backends score by load alone, so they are tried.
+pub fn score(b: &Backend) -> f64 {
+    let latency = b.peak_ewma_ns().max(1.0);
+    latency * (b.in_flight() as f64 + 1.0) / f64::from(b.weight.max(1))
+}
+
+impl Balancer for Performance {
+    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+        if backends.is_empty() {
+            return None;
+        }
+        let a = random_usable(backends, None)?;
+        let Some(b) = random_usable(backends, Some(a)) else {
+            return Some(a);
+        };
+        Some(if score(&backends[b]) < score(&backends[a]) {
+            b
+        } else {
+            a
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn two_backends_always_compare_both() {
+        let bs = backends(&[1, 1]);
+        bs[0].observe(Duration::from_millis(20));
+        bs[1].observe(Duration::from_millis(2));
+        let c = counts(&Performance, &bs, 100);
+        assert_eq!(c, vec![0, 100]);
+    }
+
+    #[test]
+    fn load_outweighs_latency() {
+        let bs = backends(&[1, 1]);
+        bs[0].observe(Duration::from_millis(2));
+        bs[1].observe(Duration::from_millis(4));
+        let _held: Vec<_> = (0..5).map(|_| bs[0].start()).collect();
+        // 2ms x 6 = 12 > 4ms x 1.
+        assert_eq!(Performance.pick(&bs), Some(1));
+    }
+
+    #[test]
+    fn the_worst_of_many_is_never_picked() {
+        let bs = backends(&[1, 1, 1, 1]);
+        for (i, b) in bs.iter().enumerate() {
+            b.observe(Duration::from_millis(1 + 10 * i as u64));
+        }
+        let c = counts(&Performance, &bs, 2000);
+        assert_eq!(c[3], 0, "{c:?}");
+        assert!(c[0] > c[1] && c[1] > c[2], "{c:?}");
+    }
+}

@@ -1,0 +1,36 @@
+//! `round-robin`: each usable backend in turn, ignoring weights.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::{rotated, Balancer};
+use crate::upstream::backend::Backend;
+
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl Balancer for RoundRobin {
+    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+        if backends.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        rotated(backends.len(), start).find(|&i| backends[i].is_usable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn visits_each_backend_in_turn() {
+        let bs = backends(&[1, 5, 1]);
+        let rr = RoundRobin::default();
+        let seq: Vec<usize> = (0..6).map(|_| rr.pick(&bs).unwrap()).collect();
+        assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
+    }
+}

@@ -1,0 +1,124 @@
+//! The connection pool to a pool's backends (HTTP/1.1 keep-alive or HTTP/2), and upstream
+//! errors classified by what the client should be told.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{self, UpstreamProtocol};
+
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Incoming>,
+    response_timeout: Duration,
+}
+
+/// Why a request to a backend failed, and so what the client gets.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection refused by the backend")]
+    Refused,
+    #[error("connecting to the backend timed out")]
+    ConnectTimeout,
+    #[error("no response headers from the backend within {0:?}")]
+    ResponseTimeout(Duration),
+    #[error("the backend reset the connection")]
+    Reset,
+    #[error("the backend closed the connection before answering")]
+    Closed,
+    #[error("the backend sent an invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("cannot connect to the backend: {0}")]
+    Connect(String),
+    #[error("request to the backend failed: {0}")]
+    Other(String),
+}
+
+impl UpstreamError {
+    /// The status the client gets: 504 for timeouts, 502 for everything else.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ConnectTimeout | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn classify(err: &hyper_util::client::legacy::Error) -> Self {
+        let mut source = err.source();
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                match io.kind() {
+                    ConnectionRefused => return Self::Refused,
+                    TimedOut => return Self::ConnectTimeout,
+                    ConnectionReset | BrokenPipe | ConnectionAborted => return Self::Reset,
+                    _ => {}
+                }
+            }
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if h.is_incomplete_message() {
+                    return Self::Closed;
+                }
+                if h.is_parse() || h.is_parse_status() {
+                    return Self::InvalidResponse(h.to_string());
+                }
+            }
+            source = s.source();
+        }
+        let detail = chain(err);
+        if err.is_connect() {
+            Self::Connect(detail)
+        } else {
+            Self::Other(detail)
+        }
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl UpstreamClient {
+    pub fn new(pool: &config::Pool) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(pool.timeouts.connect));
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(pool.timeouts.upstream_idle)
+            .pool_max_idle_per_host(pool.max_idle_per_backend)
+            // The client's Host header is forwarded as it came; never make one up.
+            .set_host(false);
+        if pool.protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        Self {
+            client: builder.build(connector),
+            response_timeout: pool.timeouts.response,
+        }
+    }
+
+    /// Sends a request (its URI names the backend) and waits for the response headers.
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
+            Ok(Err(e)) => Err(UpstreamError::classify(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
