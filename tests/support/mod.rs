@@ -1,0 +1,298 @@
+//! Test support shared by the integration tests: certificates, demo backends, terminus in
+//! process or as the real binary, and a rustls/hyper client. Every wait is bounded.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, ServerName};
+use terminus::demo::DemoBackend;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A self-signed certificate written to files, with its PEM kept for client trust.
+pub struct TestCert {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert_pem: String,
+}
+
+/// Generates an ECDSA P-256 self-signed certificate for `names` into `dir/<file_stem>.pem|.key`.
+pub fn write_cert(dir: &Path, file_stem: &str, names: &[&str]) -> TestCert {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let pem = terminus::tls::certs::generate_self_signed(&names).unwrap();
+    let cert_path = dir.join(format!("{file_stem}.pem"));
+    let key_path = dir.join(format!("{file_stem}.key"));
+    std::fs::write(&cert_path, &pem.cert_pem).unwrap();
+    std::fs::write(&key_path, &pem.key_pem).unwrap();
+    TestCert { cert_path, key_path, cert_pem: pem.cert_pem }
+}
+
+/// Starts an in-process demo backend on 127.0.0.1:0.
+pub async fn demo_backend(name: &str, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(DemoBackend { name: name.to_string(), delay }.serve(listener));
+    addr
+}
+
+/// An address on which nothing listens (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// Terminus running in this process.
+pub struct InProcess {
+    pub addrs: HashMap<String, SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs[listener]
+    }
+
+    /// Starts graceful shutdown; `done` completes when terminus has finished.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Writes `config` to `dir/terminus.toml`, validates it and serves it in this process.
+pub async fn start(dir: &Path, config: &str) -> InProcess {
+    let path = dir.join("terminus.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = terminus::config::load_file(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}"));
+    let server = terminus::Server::bind(&config).await.unwrap();
+    let addrs = server.local_addrs().into_iter().collect();
+    let (tx, rx) = oneshot::channel();
+    let done = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    InProcess { addrs, stop: Some(tx), done: Some(done) }
+}
+
+/// The real `terminus` binary, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub addrs: HashMap<String, SocketAddr>,
+    pub stdout_rest: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_terminus")
+}
+
+impl Process {
+    /// Runs `terminus` with `args` and waits (bounded) until it prints `expect_listeners`
+    /// "listening" lines.
+    pub fn spawn(args: &[&str], expect_listeners: usize) -> Process {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(kv) = line.strip_prefix("listening ") {
+                    let mut name = None;
+                    let mut addr = None;
+                    for part in kv.split_whitespace() {
+                        if let Some(v) = part.strip_prefix("name=") {
+                            name = Some(v.to_string());
+                        }
+                        if let Some(v) = part.strip_prefix("addr=") {
+                            addr = v.parse::<SocketAddr>().ok();
+                        }
+                    }
+                    let _ = tx.send((name.unwrap(), addr.unwrap()));
+                } else {
+                    rest.push(line);
+                }
+            }
+            rest
+        });
+        let mut addrs = HashMap::new();
+        while addrs.len() < expect_listeners {
+            match rx.recv_timeout(WAIT) {
+                Ok((n, a)) => {
+                    addrs.insert(n, a);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().unwrap();
+                    panic!("terminus did not start: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        }
+        Process { child, addrs, stdout_rest: Some(reader) }
+    }
+
+    /// Sends a signal (e.g. "TERM") with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("terminus did not exit within {WAIT:?}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client TLS config trusting `ca_pem`, offering `alpn`.
+pub fn client_tls(ca_pem: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(ca_pem) {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.unwrap()).collect()
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Answer {
+    pub fn backend(&self) -> &str {
+        self.headers.get("x-backend").map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An HTTP connection to terminus over TLS, HTTP/1.1 or HTTP/2 as ALPN decides.
+pub enum Conn {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// Connects with TLS to `addr`, sending `sni`, trusting `tls`'s roots.
+pub async fn connect(addr: SocketAddr, sni: &str, tls: Arc<rustls::ClientConfig>) -> Conn {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let stream = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    if h2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        Conn::H2(send)
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        Conn::H1(send)
+    }
+}
+
+impl Conn {
+    /// Sends one request and reads the whole answer (bounded by `WAIT`).
+    pub async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Answer {
+        let fut = async {
+            let resp = match self {
+                Conn::H1(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await.unwrap()
+                }
+                Conn::H2(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await.unwrap()
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Answer { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version }
+        };
+        tokio::time::timeout(WAIT, fut).await.expect("answer within the wait bound")
+    }
+
+    /// GET `path` with `host` as Host (HTTP/1.1) or :authority (HTTP/2).
+    pub async fn get(&mut self, host: &str, path: &str) -> Answer {
+        let req = request(self, "GET", host, path, Bytes::new());
+        self.send(req).await
+    }
+}
+
+/// Builds a request suited to the connection's HTTP version.
+pub fn request(conn: &Conn, method: &str, host: &str, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
+    let builder = http::Request::builder().method(method);
+    let builder = match conn {
+        Conn::H1(_) => builder.uri(path).header("host", host),
+        Conn::H2(_) => builder.uri(format!("https://{host}{path}")).version(http::Version::HTTP_2),
+    };
+    builder.body(Full::new(body)).unwrap()
+}
+
+/// One GET on a fresh connection.
+pub async fn get_once(addr: SocketAddr, sni: &str, tls: Arc<rustls::ClientConfig>, path: &str) -> Answer {
+    let mut conn = connect(addr, sni, tls).await;
+    conn.get(sni, path).await
+}
+
+/// Waits (bounded) until `cond` holds, polling every 10 ms.
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
