@@ -23,6 +23,9 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `terminus=debug` (RUST_LOG also works).
     #[arg(long, default_value = "info", global = true)]
     log: String,
+    /// Where the embedded default listens (only without --config).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    default_listen: SocketAddr,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,6 +84,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let default_listen = cli.default_listen;
     match (cli.command, cli.config) {
         (Some(Command::Check), Some(path)) => Ok(check(&path)),
         (Some(Command::Check), None) => anyhow::bail!("`check` needs --config FILE"),
@@ -120,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        (None, None) => serve_default(),
+        (None, None) => serve_default(default_listen),
     }
 }
 
@@ -144,7 +148,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// The embedded default: three demo backends on loopback ports chosen by the system.
-fn serve_default() -> anyhow::Result<ExitCode> {
+fn serve_default(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let rt = runtime(None)?;
     let config = rt.block_on(async {
         let mut addrs = Vec::new();
@@ -164,7 +168,7 @@ fn serve_default() -> anyhow::Result<ExitCode> {
         let addrs: [SocketAddr; 3] = addrs
             .try_into()
             .map_err(|_| anyhow::anyhow!("three demo backends expected"))?;
-        let text = config::default::render(&addrs);
+        let text = config::default::render(&addrs, listen);
         config::parse(std::path::Path::new("<embedded default>"), &text)
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
@@ -179,12 +183,14 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
 fn serve_on(rt: tokio::runtime::Runtime, config: Config, demo: bool) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let server = Server::bind(&config).await?;
-        for (name, addr) in server.local_addrs() {
+        let addrs = server.local_addrs();
+        for (name, addr) in &addrs {
             println!("listening name={name} addr={addr}");
         }
-        if demo {
-            println!("terminus is running its embedded default: three demo backends behind https://localhost:8443/");
-            println!("try:  curl -k https://localhost:8443/   (repeat it: the answers rotate over demo-1, demo-2, demo-3)");
+        if let (true, Some((_, addr))) = (demo, addrs.first()) {
+            let port = addr.port();
+            println!("terminus is running its embedded default: three demo backends behind https://localhost:{port}/");
+            println!("try:  curl -k https://localhost:{port}/   (repeat it: the answers rotate over demo-1, demo-2, demo-3)");
         }
         server.run(shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)

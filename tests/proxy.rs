@@ -8,53 +8,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::*;
 
-fn config(cert: &TestCert, pool_body: &str) -> String {
-    format!(
-        r#"
-[global]
-grace_period = "2s"
-
-[timeouts]
-connect = "1s"
-response = "1s"
-
-[[certificate]]
-name = "test"
-cert = "{}"
-key = "{}"
-
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-
-  [[listener.route]]
-  pool = "app"
-
-[[pool]]
-name = "app"
-{pool_body}
-"#,
-        cert.cert_path.display(),
-        cert.key_path.display()
-    )
-}
-
-fn backends(addrs: &[(&str, std::net::SocketAddr)]) -> String {
-    addrs
-        .iter()
-        .map(|(n, a)| format!("  [[pool.backend]]\n  name = \"{n}\"\n  address = \"{a}\"\n"))
-        .collect()
-}
-
 #[tokio::test]
 async fn requests_rotate_over_backends_on_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
     let b = demo_backend("b", Duration::ZERO).await;
-    let t = start(dir.path(), &config(&cert, &backends(&[("a", a), ("b", b)]))).await;
+    let t = start(
+        dir.path(),
+        &one_pool_config(&cert, &backend_lines(&[("a", a), ("b", b)])),
+    )
+    .await;
     for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(t.addr("https"), "localhost", client_tls(&cert.cert_pem, alpn)).await;
+        let mut conn = connect(
+            t.addr("https"),
+            "localhost",
+            client_tls(&cert.cert_pem, alpn),
+        )
+        .await;
         let mut seen = Vec::new();
         for _ in 0..4 {
             let ans = conn.get("localhost", "/").await;
@@ -72,14 +43,26 @@ async fn forwarding_headers_are_set_and_host_kept() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
-    let t = start(dir.path(), &config(&cert, &backends(&[("a", a)]))).await;
+    let t = start(
+        dir.path(),
+        &one_pool_config(&cert, &backend_lines(&[("a", a)])),
+    )
+    .await;
     for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(t.addr("https"), "localhost", client_tls(&cert.cert_pem, alpn)).await;
+        let mut conn = connect(
+            t.addr("https"),
+            "localhost",
+            client_tls(&cert.cert_pem, alpn),
+        )
+        .await;
         let mut req = request(&conn, "GET", "localhost:8443", "/headers?q=1", Bytes::new());
-        req.headers_mut().insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
-        req.headers_mut().insert("connection", "x-drop-me".parse().unwrap());
+        req.headers_mut()
+            .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        req.headers_mut()
+            .insert("connection", "x-drop-me".parse().unwrap());
         req.headers_mut().insert("x-drop-me", "1".parse().unwrap());
-        req.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+        req.headers_mut()
+            .insert("keep-alive", "timeout=5".parse().unwrap());
         if matches!(conn, Conn::H2(_)) {
             // HTTP/2 forbids connection-specific headers; only HTTP/1.1 can name hop-by-hop ones.
             for h in ["connection", "keep-alive", "x-drop-me"] {
@@ -90,10 +73,19 @@ async fn forwarding_headers_are_set_and_host_kept() {
         let text = ans.text();
         assert!(text.starts_with("GET /headers?q=1 HTTP/1.1\n"), "{text}");
         assert!(text.contains("\nhost: localhost:8443\n"), "{text}");
-        assert!(text.contains("\nx-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{text}");
+        assert!(
+            text.contains("\nx-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+            "{text}"
+        );
         assert!(text.contains("\nx-forwarded-proto: https\n"), "{text}");
-        assert!(text.contains("\nx-forwarded-host: localhost:8443\n"), "{text}");
-        assert!(text.contains("\nforwarded: for=127.0.0.1;proto=https;host=\"localhost:8443\"\n"), "{text}");
+        assert!(
+            text.contains("\nx-forwarded-host: localhost:8443\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nforwarded: for=127.0.0.1;proto=https;host=\"localhost:8443\"\n"),
+            "{text}"
+        );
         assert!(!text.contains("x-drop-me"), "{text}");
         assert!(!text.contains("keep-alive"), "{text}");
     }
@@ -104,11 +96,26 @@ async fn bodies_stream_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
-    let t = start(dir.path(), &config(&cert, &backends(&[("a", a)]))).await;
+    let t = start(
+        dir.path(),
+        &one_pool_config(&cert, &backend_lines(&[("a", a)])),
+    )
+    .await;
     for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(t.addr("https"), "localhost", client_tls(&cert.cert_pem, alpn)).await;
+        let mut conn = connect(
+            t.addr("https"),
+            "localhost",
+            client_tls(&cert.cert_pem, alpn),
+        )
+        .await;
         let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let req = request(&conn, "POST", "localhost", "/echo", Bytes::from(upload.clone()));
+        let req = request(
+            &conn,
+            "POST",
+            "localhost",
+            "/echo",
+            Bytes::from(upload.clone()),
+        );
         let ans = conn.send(req).await;
         assert_eq!(ans.status, 200);
         assert_eq!(ans.body.len(), upload.len());

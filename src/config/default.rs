@@ -38,9 +38,10 @@ balancer = "round-robin"
   address = "{demo-3}"
 "#;
 
-/// The default configuration text with the demo backends' addresses filled in.
-pub fn render(addresses: &[SocketAddr; 3]) -> String {
-    let mut text = TEMPLATE.to_string();
+/// The default configuration text with the demo backends' addresses filled in, listening on
+/// `listen` (127.0.0.1:8443 unless the command line says otherwise).
+pub fn render(addresses: &[SocketAddr; 3], listen: SocketAddr) -> String {
+    let mut text = TEMPLATE.replace("127.0.0.1:8443", &listen.to_string());
     for (name, addr) in DEMO_BACKENDS.iter().zip(addresses) {
         text = text.replace(&format!("{{{name}}}"), &addr.to_string());
     }
@@ -58,8 +59,11 @@ mod tests {
             "127.0.0.1:9002".parse().unwrap(),
             "127.0.0.1:9003".parse().unwrap(),
         ];
-        let config =
-            crate::config::parse(std::path::Path::new("<default>"), &render(&addrs)).unwrap();
+        let config = crate::config::parse(
+            std::path::Path::new("<default>"),
+            &render(&addrs, "127.0.0.1:8443".parse().unwrap()),
+        )
+        .unwrap();
         assert_eq!(config.pools[0].backends.len(), 3);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:8443".parse().unwrap());
     }

@@ -35,14 +35,24 @@ pub fn write_cert(dir: &Path, file_stem: &str, names: &[&str]) -> TestCert {
     let key_path = dir.join(format!("{file_stem}.key"));
     std::fs::write(&cert_path, &pem.cert_pem).unwrap();
     std::fs::write(&key_path, &pem.key_pem).unwrap();
-    TestCert { cert_path, key_path, cert_pem: pem.cert_pem }
+    TestCert {
+        cert_path,
+        key_path,
+        cert_pem: pem.cert_pem,
+    }
 }
 
 /// Starts an in-process demo backend on 127.0.0.1:0.
 pub async fn demo_backend(name: &str, delay: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(DemoBackend { name: name.to_string(), delay }.serve(listener));
+    tokio::spawn(
+        DemoBackend {
+            name: name.to_string(),
+            delay,
+        }
+        .serve(listener),
+    );
     addr
 }
 
@@ -84,14 +94,19 @@ impl Drop for InProcess {
 pub async fn start(dir: &Path, config: &str) -> InProcess {
     let path = dir.join("terminus.toml");
     std::fs::write(&path, config).unwrap();
-    let config = terminus::config::load_file(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}"));
+    let config =
+        terminus::config::load_file(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}"));
     let server = terminus::Server::bind(&config).await.unwrap();
     let addrs = server.local_addrs().into_iter().collect();
     let (tx, rx) = oneshot::channel();
     let done = tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
-    InProcess { addrs, stop: Some(tx), done: Some(done) }
+    InProcess {
+        addrs,
+        stop: Some(tx),
+        done: Some(done),
+    }
 }
 
 /// The real `terminus` binary, killed when dropped.
@@ -147,16 +162,26 @@ impl Process {
                 Err(_) => {
                     let _ = child.kill();
                     let out = child.wait_with_output().unwrap();
-                    panic!("terminus did not start: {}", String::from_utf8_lossy(&out.stderr));
+                    panic!(
+                        "terminus did not start: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             }
         }
-        Process { child, addrs, stdout_rest: Some(reader) }
+        Process {
+            child,
+            addrs,
+            stdout_rest: Some(reader),
+        }
     }
 
     /// Sends a signal (e.g. "TERM") with kill(1).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -198,7 +223,9 @@ pub fn client_tls(ca_pem: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
 
 fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.unwrap()).collect()
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
 }
 
 /// A response read whole.
@@ -212,7 +239,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn backend(&self) -> &str {
-        self.headers.get("x-backend").map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get("x-backend")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -227,14 +257,23 @@ pub enum Conn {
 
 /// Connects with TLS to `addr`, sending `sni`, trusting `tls`'s roots.
 pub async fn connect(addr: SocketAddr, sni: &str, tls: Arc<rustls::ClientConfig>) -> Conn {
-    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap();
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
     let connector = tokio_rustls::TlsConnector::from(tls);
     let name = ServerName::try_from(sni.to_string()).unwrap();
-    let stream = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.unwrap().unwrap();
+    let stream = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = hyper_util::rt::TokioIo::new(stream);
     if h2 {
-        let (send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
         tokio::spawn(conn);
         Conn::H2(send)
     } else {
@@ -260,9 +299,16 @@ impl Conn {
             };
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
-            Answer { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version }
+            Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+                version: parts.version,
+            }
         };
-        tokio::time::timeout(WAIT, fut).await.expect("answer within the wait bound")
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("answer within the wait bound")
     }
 
     /// GET `path` with `host` as Host (HTTP/1.1) or :authority (HTTP/2).
@@ -273,17 +319,30 @@ impl Conn {
 }
 
 /// Builds a request suited to the connection's HTTP version.
-pub fn request(conn: &Conn, method: &str, host: &str, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
+pub fn request(
+    conn: &Conn,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Bytes,
+) -> http::Request<Full<Bytes>> {
     let builder = http::Request::builder().method(method);
     let builder = match conn {
         Conn::H1(_) => builder.uri(path).header("host", host),
-        Conn::H2(_) => builder.uri(format!("https://{host}{path}")).version(http::Version::HTTP_2),
+        Conn::H2(_) => builder
+            .uri(format!("https://{host}{path}"))
+            .version(http::Version::HTTP_2),
     };
     builder.body(Full::new(body)).unwrap()
 }
 
 /// One GET on a fresh connection.
-pub async fn get_once(addr: SocketAddr, sni: &str, tls: Arc<rustls::ClientConfig>, path: &str) -> Answer {
+pub async fn get_once(
+    addr: SocketAddr,
+    sni: &str,
+    tls: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Answer {
     let mut conn = connect(addr, sni, tls).await;
     conn.get(sni, path).await
 }
@@ -292,7 +351,52 @@ pub async fn get_once(addr: SocketAddr, sni: &str, tls: Arc<rustls::ClientConfig
 pub async fn wait_until(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A config with one HTTPS listener on 127.0.0.1:0 named "https", certificate `cert`, a
+/// catch-all route to pool "app", 1 s connect/response timeouts and a 2 s grace period.
+/// `pool_body` is the rest of the [[pool]] table (balancer, backends).
+pub fn one_pool_config(cert: &TestCert, pool_body: &str) -> String {
+    format!(
+        r#"
+[global]
+grace_period = "2s"
+
+[timeouts]
+connect = "1s"
+response = "1s"
+
+[[certificate]]
+name = "test"
+cert = "{}"
+key = "{}"
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+
+  [[listener.route]]
+  pool = "app"
+
+[[pool]]
+name = "app"
+{pool_body}
+"#,
+        cert.cert_path.display(),
+        cert.key_path.display()
+    )
+}
+
+/// `[[pool.backend]]` tables for (name, address) pairs.
+pub fn backend_lines(addrs: &[(&str, SocketAddr)]) -> String {
+    addrs
+        .iter()
+        .map(|(n, a)| format!("  [[pool.backend]]\n  name = \"{n}\"\n  address = \"{a}\"\n"))
+        .collect()
 }

@@ -1,0 +1,100 @@
+//! WebSocket upgrades pass through terminus (real tungstenite client and server), and pools
+//! may speak HTTP/2 to their backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A WebSocket server that echoes every message with a prefix.
+async fn websocket_echo() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(t) = msg {
+                        ws.send(Message::Text(format!("echo: {t}"))).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let ws = websocket_echo().await;
+    let t = start(
+        dir.path(),
+        &one_pool_config(&cert, &backend_lines(&[("ws", ws)])),
+    )
+    .await;
+    let tcp = TcpStream::connect(t.addr("https")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&cert.cert_pem, &["http/1.1"]));
+    let stream = tls
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut client, resp) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("wss://localhost/chat", stream),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        client
+            .send(Message::Text(format!("hello {i}")))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(WAIT, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Message::Text(format!("echo: hello {i}")));
+    }
+    client.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn h2_pool_speaks_http2_to_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let a = demo_backend("a", Duration::ZERO).await;
+    let body = format!("protocol = \"h2\"\n{}", backend_lines(&[("a", a)]));
+    let t = start(dir.path(), &one_pool_config(&cert, &body)).await;
+    for alpn in [&["http/1.1"][..], &["h2"][..]] {
+        let mut conn = connect(
+            t.addr("https"),
+            "localhost",
+            client_tls(&cert.cert_pem, alpn),
+        )
+        .await;
+        for _ in 0..3 {
+            let ans = conn.get("localhost", "/headers").await;
+            assert_eq!(ans.status, 200);
+            assert!(ans.text().starts_with("GET "), "{}", ans.text());
+            assert!(
+                ans.text().lines().next().unwrap().ends_with("HTTP/2.0"),
+                "{}",
+                ans.text()
+            );
+        }
+        let ans = conn.get("localhost", "/bytes/1000000").await;
+        assert_eq!(ans.body.len(), 1_000_000);
+    }
+}
