@@ -10,16 +10,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 async fn one_answer(pool_body: &str, path: &str) -> Answer {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
-    let t = start(dir.path(), &one_pool_config(&cert, pool_body)).await;
-    get_once(
-        t.addr("https"),
-        "localhost",
-        client_tls(&cert.cert_pem, &["http/1.1"]),
-        path,
-    )
-    .await
+    let f = fixture(pool_body).await;
+    f.conn(&["http/1.1"]).await.get("localhost", path).await
 }
 
 #[tokio::test]
@@ -38,7 +30,7 @@ async fn resetting_backend() -> std::net::SocketAddr {
         while let Ok((mut s, _)) = l.accept().await {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
-            s.set_linger(Some(Duration::ZERO)).unwrap();
+            s.set_zero_linger().unwrap();
             drop(s);
         }
     });

@@ -10,22 +10,11 @@ use support::*;
 
 #[tokio::test]
 async fn requests_rotate_over_backends_on_http1_and_http2() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
     let b = demo_backend("b", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &one_pool_config(&cert, &backend_lines(&[("a", a), ("b", b)])),
-    )
-    .await;
-    for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(
-            t.addr("https"),
-            "localhost",
-            client_tls(&cert.cert_pem, alpn),
-        )
-        .await;
+    let f = fixture(&backend_lines(&[("a", a), ("b", b)])).await;
+    for alpn in BOTH_ALPN {
+        let mut conn = f.conn(alpn).await;
         let mut seen = Vec::new();
         for _ in 0..4 {
             let ans = conn.get("localhost", "/").await;
@@ -40,21 +29,10 @@ async fn requests_rotate_over_backends_on_http1_and_http2() {
 
 #[tokio::test]
 async fn forwarding_headers_are_set_and_host_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &one_pool_config(&cert, &backend_lines(&[("a", a)])),
-    )
-    .await;
-    for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(
-            t.addr("https"),
-            "localhost",
-            client_tls(&cert.cert_pem, alpn),
-        )
-        .await;
+    let f = fixture(&backend_lines(&[("a", a)])).await;
+    for alpn in BOTH_ALPN {
+        let mut conn = f.conn(alpn).await;
         let mut req = request(&conn, "GET", "localhost:8443", "/headers?q=1", Bytes::new());
         req.headers_mut()
             .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
@@ -93,21 +71,10 @@ async fn forwarding_headers_are_set_and_host_kept() {
 
 #[tokio::test]
 async fn bodies_stream_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &one_pool_config(&cert, &backend_lines(&[("a", a)])),
-    )
-    .await;
-    for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(
-            t.addr("https"),
-            "localhost",
-            client_tls(&cert.cert_pem, alpn),
-        )
-        .await;
+    let f = fixture(&backend_lines(&[("a", a)])).await;
+    for alpn in BOTH_ALPN {
+        let mut conn = f.conn(alpn).await;
         let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let req = request(
             &conn,

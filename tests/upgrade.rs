@@ -33,16 +33,10 @@ async fn websocket_echo() -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn websocket_upgrade_passes_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
     let ws = websocket_echo().await;
-    let t = start(
-        dir.path(),
-        &one_pool_config(&cert, &backend_lines(&[("ws", ws)])),
-    )
-    .await;
-    let tcp = TcpStream::connect(t.addr("https")).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_tls(&cert.cert_pem, &["http/1.1"]));
+    let f = fixture(&backend_lines(&[("ws", ws)])).await;
+    let tcp = TcpStream::connect(f.terminus.addr("https")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&f.cert.cert_pem, &["http/1.1"]));
     let stream = tls
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
@@ -72,18 +66,11 @@ async fn websocket_upgrade_passes_through() {
 
 #[tokio::test]
 async fn h2_pool_speaks_http2_to_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "test", &["localhost"]);
     let a = demo_backend("a", Duration::ZERO).await;
     let body = format!("protocol = \"h2\"\n{}", backend_lines(&[("a", a)]));
-    let t = start(dir.path(), &one_pool_config(&cert, &body)).await;
-    for alpn in [&["http/1.1"][..], &["h2"][..]] {
-        let mut conn = connect(
-            t.addr("https"),
-            "localhost",
-            client_tls(&cert.cert_pem, alpn),
-        )
-        .await;
+    let f = fixture(&body).await;
+    for alpn in BOTH_ALPN {
+        let mut conn = f.conn(alpn).await;
         for _ in 0..3 {
             let ans = conn.get("localhost", "/headers").await;
             assert_eq!(ans.status, 200);

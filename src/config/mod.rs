@@ -96,6 +96,14 @@ pub enum BalancerKind {
 }
 
 impl BalancerKind {
+    pub const ALL: [Self; 6] = [
+        Self::RoundRobin,
+        Self::WeightedRoundRobin,
+        Self::LeastConnections,
+        Self::LeastResponseTime,
+        Self::Performance,
+        Self::Random,
+    ];
     pub const NAMES: &'static str = "\"round-robin\", \"weighted-round-robin\", \"least-connections\", \"least-response-time\", \"performance\" or \"random\"";
 
     pub fn parse(s: &str) -> Option<Self> {

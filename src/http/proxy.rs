@@ -57,7 +57,10 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
         warn!(pool = %pool.name, "503: no usable backend in pool");
         return error_response(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let client_upgrade = (req.version() == Version::HTTP_11).then(|| hyper::upgrade::on(&mut req));
+    // Only HTTP/1.1 can upgrade; taking the upgrade handle is skipped for other requests.
+    let client_upgrade = (req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE))
+    .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = parts.uri.authority().map(|a| a.to_string());
     if let Some(host) = &host {

@@ -400,3 +400,37 @@ pub fn backend_lines(addrs: &[(&str, SocketAddr)]) -> String {
         .map(|(n, a)| format!("  [[pool.backend]]\n  name = \"{n}\"\n  address = \"{a}\"\n"))
         .collect()
 }
+
+/// The two ALPN offers a client can make: HTTP/1.1 only, and HTTP/2 only.
+pub const BOTH_ALPN: [&[&str]; 2] = [&["http/1.1"], &["h2"]];
+
+/// Terminus in process with a `localhost` certificate and one pool (see `one_pool_config`).
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub cert: TestCert,
+    pub terminus: InProcess,
+}
+
+/// Starts terminus with `one_pool_config(cert, pool_body)`.
+pub async fn fixture(pool_body: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let terminus = start(dir.path(), &one_pool_config(&cert, pool_body)).await;
+    Fixture {
+        dir,
+        cert,
+        terminus,
+    }
+}
+
+impl Fixture {
+    /// A new TLS connection to the "https" listener with SNI `localhost`, offering `alpn`.
+    pub async fn conn(&self, alpn: &[&str]) -> Conn {
+        connect(
+            self.terminus.addr("https"),
+            "localhost",
+            client_tls(&self.cert.cert_pem, alpn),
+        )
+        .await
+    }
+}

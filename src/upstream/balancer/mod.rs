@@ -69,14 +69,7 @@ pub(crate) mod test_support {
     #[test]
     fn every_balancer_returns_none_without_usable_backends() {
         let bs = backends(&[0, 0]);
-        for kind in [
-            BalancerKind::RoundRobin,
-            BalancerKind::WeightedRoundRobin,
-            BalancerKind::LeastConnections,
-            BalancerKind::LeastResponseTime,
-            BalancerKind::Performance,
-            BalancerKind::Random,
-        ] {
+        for kind in BalancerKind::ALL {
             assert_eq!(build(kind, &bs).pick(&bs), None, "{kind:?}");
             assert_eq!(build(kind, &[]).pick(&[]), None, "{kind:?} empty");
         }
@@ -85,14 +78,7 @@ pub(crate) mod test_support {
     #[test]
     fn every_balancer_skips_unusable_backends() {
         let bs = backends(&[1, 0, 1]);
-        for kind in [
-            BalancerKind::RoundRobin,
-            BalancerKind::WeightedRoundRobin,
-            BalancerKind::LeastConnections,
-            BalancerKind::LeastResponseTime,
-            BalancerKind::Performance,
-            BalancerKind::Random,
-        ] {
+        for kind in BalancerKind::ALL {
             let b = build(kind, &bs);
             let c = counts(b.as_ref(), &bs, 300);
             assert_eq!(c[1], 0, "{kind:?} picked a weight-0 backend");
