@@ -1,10 +1,12 @@
-//! The connection pool to a pool's backends (HTTP/1.1 keep-alive or HTTP/2), and upstream
-//! errors classified by what the client should be told.
+//! The connection pool to one backend (HTTP/1.1 keep-alive or HTTP/2), and upstream errors
+//! classified by what the client should be told.
 
 use std::error::Error as _;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -12,10 +14,33 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{self, UpstreamProtocol};
 
+/// Connections to one backend. Requests keep the client's host in their URI (so HTTP/2
+/// backends get it as `:authority`); the connector ignores it and dials the backend.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<BackendConnector, Incoming>,
     response_timeout: Duration,
+}
+
+/// hyper's TCP connector, always dialling one backend whatever the request's URI names.
+#[derive(Clone, Debug)]
+struct BackendConnector {
+    inner: HttpConnector,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for BackendConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
 }
 
 /// Why a request to a backend failed, and so what the client gets.
@@ -91,7 +116,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 impl UpstreamClient {
-    pub fn new(pool: &config::Pool) -> Self {
+    pub fn new(pool: &config::Pool, backend: SocketAddr) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(pool.timeouts.connect));
@@ -108,12 +133,15 @@ impl UpstreamClient {
             builder.http2_only(true);
         }
         Self {
-            client: builder.build(connector),
+            client: builder.build(BackendConnector {
+                inner: connector,
+                target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
+            }),
             response_timeout: pool.timeouts.response,
         }
     }
 
-    /// Sends a request (its URI names the backend) and waits for the response headers.
+    /// Sends a request and waits for the response headers.
     pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),

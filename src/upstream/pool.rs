@@ -15,7 +15,8 @@ pub struct Pool {
     pub timeouts: UpstreamTimeouts,
     pub backends: Vec<Arc<Backend>>,
     balancer: Box<dyn Balancer>,
-    pub client: UpstreamClient,
+    /// One connection pool per backend, in the order of `backends`.
+    clients: Vec<UpstreamClient>,
 }
 
 impl Pool {
@@ -31,15 +32,19 @@ impl Pool {
             protocol: spec.protocol,
             timeouts: spec.timeouts,
             balancer: balancer::build(spec.balancer, &backends),
+            clients: spec
+                .backends
+                .iter()
+                .map(|b| UpstreamClient::new(spec, b.address))
+                .collect(),
             backends,
-            client: UpstreamClient::new(spec),
         }
     }
 
-    /// The backend for the next request, or `None` when no backend is usable.
-    pub fn pick(&self) -> Option<&Arc<Backend>> {
-        self.balancer
-            .pick(&self.backends)
-            .and_then(|i| self.backends.get(i))
+    /// The backend for the next request and its connections, or `None` when no backend is
+    /// usable.
+    pub fn pick(&self) -> Option<(&Arc<Backend>, &UpstreamClient)> {
+        let i = self.balancer.pick(&self.backends)?;
+        Some((self.backends.get(i)?, self.clients.get(i)?))
     }
 }
