@@ -89,6 +89,38 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// serde's and toml's phrases, and what a config file's reader calls them.
+const SERDE_WORDS: [(&str, &str); 8] = [
+    ("unknown field `", "unknown key `"),
+    ("missing field `", "missing key `"),
+    ("duplicate field `", "duplicate key `"),
+    ("there are no fields", "expected no keys in this table"),
+    ("invalid type: sequence", "invalid type: array"),
+    ("invalid type: map", "invalid type: table"),
+    ("expected i64", "expected an integer"),
+    ("expected a sequence", "expected an array"),
+];
+
+/// A TOML syntax or type error as one line: what is wrong; what would be accepted.
+pub fn toml_error(loc: &Locator<'_>, e: &toml::de::Error) -> ConfigError {
+    let span = e.span().unwrap_or(0..0);
+    // One line, in the words of the file (key, table, array), not of serde or Rust.
+    let mut message = e.message().trim().replace('\n', ", ");
+    for (from, to) in SERDE_WORDS {
+        message = message.replace(from, to);
+    }
+    match message.split_once(", expected ") {
+        Some((what, expected)) if expected.starts_with("struct ") => {
+            loc.error(span, what, "expected a table")
+        }
+        Some((what, expected)) => loc.error(span, what, format!("expected {expected}")),
+        None if message.starts_with("missing key") => {
+            loc.error(span, message, "add it to this table")
+        }
+        None => loc.error(span, message, "see docs/config.md for the accepted form"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

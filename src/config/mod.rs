@@ -4,6 +4,8 @@
 pub mod default;
 mod error;
 mod file;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::net::SocketAddr;

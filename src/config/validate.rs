@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, ConfigErrors, Locator};
+use super::error::{toml_error, ConfigError, ConfigErrors, Locator};
 use super::file::*;
 use super::*;
 use crate::tls;
@@ -53,15 +53,12 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     Err(ConfigErrors(v.errors))
 }
 
-fn toml_error(loc: &Locator<'_>, e: &toml::de::Error) -> ConfigError {
-    let span = e.span().unwrap_or(0..0);
-    let message = e.message().trim().replace("field", "key");
-    match message.split_once(", expected ") {
-        Some((what, expected)) => loc.error(span, what, format!("expected {expected}")),
-        None if message.starts_with("missing key") => {
-            loc.error(span, message, "add it to this table")
-        }
-        None => loc.error(span, message, "see docs/config.md for the accepted form"),
+/// The hint for a name that refers to nothing: the names there are, or the table to add.
+fn one_of(names: &[&str], table: &str) -> String {
+    if names.is_empty() {
+        format!("expected the name of a {table} table, but none is defined")
+    } else {
+        format!("expected one of: {}", names.join(", "))
     }
 }
 
@@ -247,6 +244,17 @@ impl Validator<'_> {
                         return None;
                     }
                 }
+            }
+            (cert, key, Some(names)) if cert.is_some() || key.is_some() => {
+                self.err(
+                    names.span(),
+                    format!(
+                        "certificate `{}` sets both `self_signed` and `cert`/`key`",
+                        c.name.get_ref()
+                    ),
+                    "expected either cert and key files, or self_signed names",
+                );
+                return None;
             }
             _ => {
                 self.err(c.name.span(), format!("certificate `{}` needs `cert` and `key` files, or `self_signed` names", c.name.get_ref()), "expected cert = \"chain.pem\" and key = \"key.pem\", or self_signed = [\"localhost\"]");
@@ -456,6 +464,13 @@ impl Validator<'_> {
                         "default_certificate",
                         l.default_certificate.as_ref().map(|s| s.span()),
                     ),
+                    (
+                        "certificates",
+                        l.certificates.as_ref().map(|c| match c.first() {
+                            Some(first) => first.span(),
+                            None => l.name.span(),
+                        }),
+                    ),
                 ] {
                     if let Some(span) = span {
                         self.err(
@@ -541,7 +556,7 @@ impl Validator<'_> {
                         None => self.err(
                             n.span(),
                             format!("no certificate is named `{}`", n.get_ref()),
-                            format!("expected one of: {}", certs.join(", ")),
+                            one_of(certs, "[[certificate]]"),
                         ),
                     }
                 }
@@ -585,7 +600,7 @@ impl Validator<'_> {
                 self.err(
                     r.pool.span(),
                     format!("route to pool `{}`, which does not exist", r.pool.get_ref()),
-                    format!("expected one of: {}", pools.join(", ")),
+                    one_of(pools, "[[pool]]"),
                 );
                 0
             });

@@ -1,0 +1,427 @@
+//! The real binary's config checking: `terminus --version`, `terminus check` on valid and
+//! invalid files (each error with its exact `FILE:LINE:COL: what; hint`), the shipped examples,
+//! and a bad config that must not bind anything.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+
+use support::{binary, write_cert, WAIT};
+
+/// A valid config, one key per line, so a test can swap one line and know its position.
+const BASE: &str = r#"[[certificate]]
+name = "site"
+self_signed = ["localhost"]
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+
+  [[listener.route]]
+  pool = "app"
+
+[[pool]]
+name = "app"
+balancer = "round-robin"
+
+  [[pool.backend]]
+  address = "127.0.0.1:9001"
+  weight = 1
+"#;
+
+/// An encrypted PKCS#8 key (a throwaway P-256 key; passphrase "x"), as `openssl pkey -aes256`
+/// writes it.
+const ENCRYPTED_KEY: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAijTcmN07OcLAICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEBu5Qw2byR6SzfkmkGza140EgZAn
+CBuBvZKyr2jM/eAuTcVRd6subZhw+mL8sL33TX94W2vmSX6P50A+stTZAMQEQmzE
+zzSBAOWUnLwf/PkYehH9kUvXleP3PDWL5Ibh4NhnqAVDVMI+/AnZFXeEQ8xFAra+
+JrloDACbnQuY8PRqxAupVafxGueEVZlI4F4f7cA29Uu1TXMmG502Y52g1UfjeqU=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+
+/// `BASE` with the given 1-based lines replaced.
+fn base_with(lines: &[(usize, &str)]) -> String {
+    let mut out: Vec<&str> = BASE.lines().collect();
+    for &(n, text) in lines {
+        out[n - 1] = text;
+    }
+    out.join("\n") + "\n"
+}
+
+/// Runs the binary with `args` in `cwd` and returns its output, killing it after `WAIT`.
+fn run_in(cwd: &Path, args: &[&str]) -> Output {
+    let child = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("terminus {args:?} did not exit within {WAIT:?}");
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    run_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// Writes `text` as `dir/terminus.toml` and runs `terminus check --config` on it.
+fn check(dir: &Path, text: &str) -> (PathBuf, Output) {
+    let path = dir.join("terminus.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["check", "--config", path.to_str().unwrap()]);
+    (path, out)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `out` failed with exit code 1 and printed `FILE:LINE:COL: what; hint` with
+/// `what` containing `message` and `hint` containing `hint`.
+fn assert_error(out: &Output, file: &Path, line: usize, col: usize, message: &str, hint: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{err}");
+    assert!(!stdout(out).contains("valid"), "stdout: {}", stdout(out));
+    let prefix = format!("{}:{line}:{col}: ", file.display());
+    let Some(found) = err.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+        panic!("no line starting with `{prefix}` in stderr:\n{err}");
+    };
+    let (what, why) = found
+        .split_once("; ")
+        .unwrap_or_else(|| panic!("no `; hint` in `{found}`"));
+    assert!(what.contains(message), "`{what}` lacks `{message}`");
+    assert!(why.contains(hint), "hint `{why}` lacks `{hint}`");
+}
+
+/// Checks `text` and asserts exactly one error, at `line:col`.
+fn assert_only_error(text: &str, line: usize, col: usize, message: &str, hint: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, out) = check(dir.path(), text);
+    assert_error(&out, &path, line, col, message, hint);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("terminus {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_valid_file_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, out) = check(dir.path(), BASE);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "{}: valid (1 listeners, 1 pools, 1 certificates)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_needs_a_config_file() {
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`check` needs --config FILE"));
+}
+
+#[test]
+fn every_example_passes_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = run(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{}",
+            path.display(),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(": valid ("), "{}", stdout(&out));
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples in {}", dir.display());
+}
+
+#[test]
+fn relative_cert_paths_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    write_cert(&dir.path().join("certs"), "site", &["localhost"]);
+    let text = base_with(&[
+        (3, "cert = \"certs/site.pem\""),
+        (4, "key = \"certs/site.key\""),
+    ]);
+    let path = dir.path().join("terminus.toml");
+    std::fs::write(&path, text).unwrap();
+    // Run from elsewhere: the paths must not depend on the working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run_in(
+        elsewhere.path(),
+        &["check", "--config", path.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    assert_only_error(
+        &base_with(&[(14, "balancr = \"round-robin\"")]),
+        14,
+        1,
+        "unknown key `balancr`",
+        "`balancer`",
+    );
+}
+
+#[test]
+fn bad_bind_address_is_an_error() {
+    assert_only_error(
+        &base_with(&[(7, "bind = \"127.0.0.1\"")]),
+        7,
+        8,
+        "`127.0.0.1` is not a bind address",
+        "0.0.0.0:443",
+    );
+}
+
+#[test]
+fn bad_backend_addresses_are_errors() {
+    for (address, message) in [
+        ("not an address", "`not an address` has no port"),
+        ("127.0.0.1", "`127.0.0.1` has no port"),
+        ("127.0.0.1:0", "`127.0.0.1:0` has port 0"),
+        ("300.1.2.3:80", "`300.1.2.3:80` is not a valid address"),
+    ] {
+        let line = format!("  address = \"{address}\"");
+        assert_only_error(
+            &base_with(&[(17, &line)]),
+            17,
+            13,
+            message,
+            "127.0.0.1:8080",
+        );
+    }
+}
+
+#[test]
+fn missing_cert_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_with(&[(3, "cert = \"missing.pem\""), (4, "key = \"missing.key\"")]);
+    let (path, out) = check(dir.path(), &text);
+    let missing = dir.path().join("missing.pem");
+    let message = format!("cannot read {}", missing.display());
+    assert_error(&out, &path, 3, 8, &message, "PEM certificate chain");
+}
+
+#[test]
+fn key_of_another_certificate_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a", &["a.test"]);
+    write_cert(dir.path(), "b", &["b.test"]);
+    let text = base_with(&[(3, "cert = \"a.pem\""), (4, "key = \"b.key\"")]);
+    let (path, out) = check(dir.path(), &text);
+    assert_error(
+        &out,
+        &path,
+        4,
+        7,
+        "does not match the certificate",
+        "the private key of the leaf certificate",
+    );
+}
+
+#[test]
+fn encrypted_key_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a", &["a.test"]);
+    std::fs::write(dir.path().join("enc.key"), ENCRYPTED_KEY).unwrap();
+    let text = base_with(&[(3, "cert = \"a.pem\""), (4, "key = \"enc.key\"")]);
+    let (path, out) = check(dir.path(), &text);
+    assert_error(&out, &path, 4, 7, "holds an encrypted key", "openssl pkey");
+}
+
+#[test]
+fn route_to_a_missing_pool_is_an_error() {
+    assert_only_error(
+        &base_with(&[(10, "  pool = \"nope\"")]),
+        10,
+        10,
+        "route to pool `nope`, which does not exist",
+        "expected one of: app",
+    );
+}
+
+#[test]
+fn duplicate_names_are_errors_each_at_its_place() {
+    let text = format!(
+        r#"{BASE}
+[[certificate]]
+name = "site"
+self_signed = ["localhost"]
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+  [[listener.route]]
+  pool = "app"
+
+[[pool]]
+name = "app"
+  [[pool.backend]]
+  address = "127.0.0.1:9002"
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, out) = check(dir.path(), &text);
+    assert_error(
+        &out,
+        &path,
+        21,
+        8,
+        "duplicate certificate name `site`",
+        "line 2, column 8",
+    );
+    assert_error(
+        &out,
+        &path,
+        25,
+        8,
+        "duplicate listener name `https`",
+        "line 6, column 8",
+    );
+    assert_error(
+        &out,
+        &path,
+        31,
+        8,
+        "duplicate pool name `app`",
+        "line 13, column 8",
+    );
+    // All three, in the order of their position.
+    let lines: Vec<String> = stderr(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].contains(":21:8:") && lines[2].contains(":31:8:"));
+}
+
+#[test]
+fn unknown_balancer_is_an_error() {
+    assert_only_error(
+        &base_with(&[(14, "balancer = \"fastest\"")]),
+        14,
+        12,
+        "unknown balancer `fastest`",
+        "\"least-response-time\"",
+    );
+}
+
+#[test]
+fn bad_durations_are_errors() {
+    let bad_unit = format!("{BASE}\n[timeouts]\nconnect = \"5 parsecs\"\n");
+    assert_only_error(
+        &bad_unit,
+        21,
+        11,
+        "`5 parsecs` is not a duration",
+        "\"500ms\"",
+    );
+    let zero = base_with(&[(15, "timeouts.response = \"0s\"")]);
+    assert_only_error(&zero, 15, 21, "a zero duration is not allowed", "\"5s\"");
+    let not_a_string = format!("{BASE}\n[global]\ngrace_period = 5\n");
+    assert_only_error(
+        &not_a_string,
+        21,
+        16,
+        "invalid type: integer `5`",
+        "a string",
+    );
+}
+
+#[test]
+fn weight_out_of_range_is_an_error() {
+    for weight in ["1001", "-1"] {
+        let line = format!("  weight = {weight}");
+        assert_only_error(
+            &base_with(&[(18, &line)]),
+            18,
+            12,
+            &format!("weight = {weight} is out of range"),
+            "an integer from 0 to 1000",
+        );
+    }
+}
+
+#[test]
+fn syntax_error_is_one_line_with_a_hint() {
+    assert_only_error(
+        &base_with(&[(13, "name = app")]),
+        13,
+        8,
+        "invalid string",
+        "expected",
+    );
+}
+
+#[test]
+fn a_bad_config_starts_nothing() {
+    let port = {
+        let reserved = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        reserved.local_addr().unwrap().port()
+    };
+    let bind = format!("bind = \"127.0.0.1:{port}\"");
+    let text = base_with(&[(7, &bind), (18, "  weight = 1001")]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terminus.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = run(&["--config", path.to_str().unwrap()]);
+    assert_error(
+        &out,
+        &path,
+        18,
+        12,
+        "weight = 1001 is out of range",
+        "0 to 1000",
+    );
+    assert!(stderr(&out).contains("is not valid; nothing was started"));
+    assert!(
+        !stdout(&out).lines().any(|l| l.starts_with("listening")),
+        "{}",
+        stdout(&out)
+    );
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the listener's port is free");
+}
