@@ -5,6 +5,7 @@ pub mod demo;
 pub mod http;
 pub mod listener;
 pub mod server;
+pub mod shutdown;
 pub mod tls;
 pub mod upstream;
 

@@ -4,13 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::http::{self, ConnInfo, Router};
+use crate::shutdown::Watch;
 
 /// What a listener needs to serve its connections.
 pub struct ListenerState {
@@ -21,24 +20,20 @@ pub struct ListenerState {
     pub client_header_timeout: Duration,
 }
 
-/// Accepts until `stop` turns true; each connection is watched by `graceful`.
-pub async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<ListenerState>,
-    mut stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
-) {
+/// Accepts until shutdown begins; each connection holds a copy of the watch, so draining
+/// waits for the accept loop and every connection.
+pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut shutdown: Watch) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = shutdown.signalled() => break,
         };
         match accepted {
             Ok((stream, client)) => {
                 let span = info_span!("conn", listener = %state.name, client = %client);
                 let state = state.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(handle(stream, client, state, watcher).instrument(span));
+                let watch = shutdown.clone();
+                tokio::spawn(handle(stream, client, state, watch).instrument(span));
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -49,12 +44,7 @@ pub async fn accept_loop(
     }
 }
 
-async fn handle(
-    stream: TcpStream,
-    client: SocketAddr,
-    state: Arc<ListenerState>,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
+async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>, watch: Watch) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = &state.tls else {
         let conn = Arc::new(ConnInfo {
@@ -62,14 +52,20 @@ async fn handle(
             proto: "http",
             router: state.router.clone(),
         });
-        http::serve_connection(stream, false, conn, state.client_header_timeout, watcher).await;
+        http::serve_connection(stream, false, conn, state.client_header_timeout, watch).await;
         return;
     };
     let tls = match tokio::time::timeout(state.tls_handshake_timeout, acceptor.accept(stream)).await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            warn!(error = %e, "TLS handshake failed");
+            // A peer that connects and closes (a port check, a TCP health check) is no news.
+            use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
+            if matches!(e.kind(), UnexpectedEof | ConnectionReset) {
+                debug!(error = %e, "connection closed during the TLS handshake");
+            } else {
+                warn!(error = %e, "TLS handshake failed");
+            }
             return;
         }
         Err(_) => {
@@ -85,5 +81,5 @@ async fn handle(
         proto: "https",
         router: state.router.clone(),
     });
-    http::serve_connection(tls, h2, conn, state.client_header_timeout, watcher).await;
+    http::serve_connection(tls, h2, conn, state.client_header_timeout, watch).await;
 }

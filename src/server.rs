@@ -6,15 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::{Config, ListenerProtocol};
 use crate::http::Router;
 use crate::listener::{self, ListenerState};
+use crate::shutdown::Shutdown;
 use crate::tls;
 use crate::upstream::Pool;
 
@@ -104,34 +103,15 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, asks open connections to
     /// finish their in-flight requests, and returns when they have or the grace period ends.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut accepting = Vec::new();
+    pub async fn run(self, signal: impl Future<Output = ()>) {
+        let shutdown = Shutdown::new();
         for (tcp, state) in self.listeners {
-            accepting.push(tokio::spawn(listener::accept_loop(
-                tcp,
-                state,
-                stop_rx.clone(),
-                graceful.clone(),
-            )));
+            tokio::spawn(listener::accept_loop(tcp, state, shutdown.watch()));
         }
-        shutdown.await;
-        info!(grace_period = ?self.grace_period, "shutting down: no new connections; letting in-flight requests finish");
-        let _ = stop_tx.send(true);
-        for task in accepting {
-            let _ = task.await;
-        }
-        // The accept loops have ended, so this is the last reference besides spawned
-        // connection tasks' watchers, which do not hold the GracefulShutdown itself.
-        let graceful = match Arc::try_unwrap(graceful) {
-            Ok(g) => g,
-            Err(_) => {
-                warn!("connections could not be drained; exiting");
-                return;
-            }
-        };
-        match tokio::time::timeout(self.grace_period, graceful.shutdown()).await {
+        signal.await;
+        info!(grace_period = ?self.grace_period, open = shutdown.open(), "shutting down: no new connections; letting in-flight requests finish");
+        // Accept loops stop at the signal; connections finish their requests and close.
+        match tokio::time::timeout(self.grace_period, shutdown.drain()).await {
             Ok(()) => info!("all connections finished"),
             Err(_) => {
                 warn!(grace_period = ?self.grace_period, "grace period over; closing remaining connections")

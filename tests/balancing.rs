@@ -11,6 +11,10 @@ use support::*;
 
 /// Sends `total` requests over `conns` concurrent keep-alive connections and counts answers
 /// per backend.
+/// Latency-aware tests measure time; running them one at a time keeps the other tests of this
+/// file from adding their load to the measurement.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn spread(
     balancer: &str,
     fast_delay: Duration,
@@ -18,6 +22,7 @@ async fn spread(
     total: usize,
     conns: usize,
 ) -> HashMap<String, usize> {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "test", &["localhost"]);
     let fast = demo_backend("fast", fast_delay).await;
@@ -68,6 +73,7 @@ async fn least_response_time_moves_traffic_off_a_slower_backend() {
     )
     .await;
     let slow = counts.get("slow").copied().unwrap_or(0);
+    eprintln!("counts: {counts:?}");
     // Round-robin would send 100 of 200 to the slow backend.
     assert!(slow <= 20, "slow backend got {slow} of 200: {counts:?}");
 }
@@ -83,6 +89,7 @@ async fn performance_moves_traffic_off_a_slower_backend() {
     )
     .await;
     let slow = counts.get("slow").copied().unwrap_or(0);
+    eprintln!("counts: {counts:?}");
     assert!(slow <= 30, "slow backend got {slow} of 200: {counts:?}");
 }
 
