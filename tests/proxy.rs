@@ -91,3 +91,43 @@ async fn bodies_stream_both_ways() {
         assert_eq!(ans.body.len(), 5_000_000);
     }
 }
+
+#[tokio::test]
+async fn plain_http_listener_speaks_http1_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_backend("a", Duration::ZERO).await;
+    let config = format!(
+        "[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n  [[listener.route]]\n  pool = \"app\"\n[[pool]]\nname = \"app\"\n{}",
+        backend_lines(&[("a", a)])
+    );
+    let t = start(dir.path(), &config).await;
+    let url = format!("http://{}/headers", t.addr("plain"));
+    let curl = |extra: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "5",
+                    "-w",
+                    "\n%{http_version}",
+                    extra,
+                    &url,
+                ])
+                .output()
+                .expect("curl runs")
+        })
+    };
+    let out = curl("--http1.1").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n1.1"), "{text}");
+    assert!(text.contains("x-forwarded-proto: http\n"), "{text}");
+    // No sniffing: an HTTP/2 preface on a plain listener is not answered as HTTP/2.
+    let out = curl("--http2-prior-knowledge").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.ends_with("\n2"),
+        "answered HTTP/2 on a plain listener: {text}"
+    );
+}
