@@ -20,9 +20,7 @@ pub enum CertError {
         path: String,
         source: std::io::Error,
     },
-    #[error(
-        "{path} is not PEM; convert DER with `openssl x509 -inform der -in {path} -out cert.pem`"
-    )]
+    #[error("{path} is not PEM (no `-----BEGIN` line); if it is DER, convert it with `openssl x509 -inform der -in {path} -out cert.pem` (a certificate) or `openssl pkey -inform der -in {path} -out key.pem` (a key)")]
     NotPem { path: String },
     #[error("{path} holds no CERTIFICATE block; expected a PEM chain, leaf first")]
     NoCertificate { path: String },

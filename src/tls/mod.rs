@@ -7,8 +7,10 @@ pub mod resolver;
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 
-/// The aws-lc-rs provider with the key exchange groups in terminus's order of preference:
-/// the post-quantum hybrid X25519MLKEM768 first, then X25519, P-256 and P-384.
+/// The aws-lc-rs provider with the post-quantum hybrid X25519MLKEM768 and the classic
+/// X25519, P-256 and P-384 key exchange groups. rustls takes the first group in the client's
+/// order that is also listed here, so a client offering X25519MLKEM768 first (as browsers do)
+/// gets it; X25519MLKEM768 is TLS 1.3 only, a TLS 1.2 client gets a classic group.
 pub fn crypto_provider() -> CryptoProvider {
     let mut provider = aws_lc_rs::default_provider();
     provider.kx_groups = vec![

@@ -61,6 +61,9 @@ impl SniResolver {
                     default_list.push(other.key.clone());
                 }
             }
+            // Same preference as for a named certificate: a client that can verify the twin's
+            // ECDSA key gets it even when the RSA one is named the default.
+            default_list.sort_by_key(|k| preference(k));
         }
         Self {
             exact,

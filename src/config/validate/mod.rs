@@ -1,0 +1,272 @@
+//! Validation: turns the file structs into runtime types, collecting every error with its
+//! position, so terminus never starts on a half-valid config. Pools and listeners are
+//! validated in their own files.
+
+mod listener;
+mod pool;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{toml_error, ConfigError, ConfigErrors, Locator};
+use super::file::*;
+use super::*;
+use crate::tls;
+
+const DURATION_HINT: &str = "expected a duration such as \"500ms\", \"5s\" or \"2m\"";
+const NAME_HINT: &str = "expected 1 to 64 letters, digits, '-', '_' or '.'";
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the config file: {e}"),
+            hint: "expected a readable TOML file".into(),
+        }])
+    })?;
+    parse(path, &source)
+}
+
+/// Validates config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let loc = Locator::new(path, source);
+    let file: FileConfig =
+        toml::from_str(source).map_err(|e| ConfigErrors(vec![toml_error(&loc, &e)]))?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut v = Validator {
+        loc,
+        base_dir,
+        errors: Vec::new(),
+    };
+    let config = v.config(&file);
+    if v.errors.is_empty() {
+        if let Some(config) = config {
+            return Ok(config);
+        }
+    }
+    v.errors.sort_by_key(|e| (e.line, e.column));
+    v.errors.dedup();
+    Err(ConfigErrors(v.errors))
+}
+
+/// The hint for a name that refers to nothing: the names there are, or the table to add.
+fn one_of(names: &[&str], table: &str) -> String {
+    if names.is_empty() {
+        format!("expected the name of a {table} table, but none is defined")
+    } else {
+        format!("expected one of: {}", names.join(", "))
+    }
+}
+
+struct Validator<'a> {
+    loc: Locator<'a>,
+    base_dir: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
+        let e = self.loc.error(span, message, hint);
+        self.errors.push(e);
+    }
+
+    fn config(&mut self, f: &FileConfig) -> Option<Config> {
+        let workers = f
+            .global
+            .workers
+            .as_ref()
+            .and_then(|w| self.int_in(w, 1, 1024, "workers"))
+            .map(|w| w as usize);
+        let grace_period = self.duration(&f.global.grace_period, Duration::from_secs(30));
+        let t = &f.timeouts;
+        let timeouts = ClientTimeouts {
+            tls_handshake: self.duration(&t.tls_handshake, Duration::from_secs(10)),
+            client_header: self.duration(&t.client_header, Duration::from_secs(30)),
+        };
+        let upstream = UpstreamTimeouts {
+            connect: self.duration(&t.connect, Duration::from_secs(5)),
+            response: self.duration(&t.response, Duration::from_secs(60)),
+            upstream_idle: self.duration(&t.upstream_idle, Duration::from_secs(90)),
+        };
+        let certificates = self.certificates(&f.certificates);
+        let pools = self.pools(&f.pools, upstream);
+        let pool_names: Vec<&str> = f.pools.iter().map(|p| p.name.get_ref().as_str()).collect();
+        let cert_names: Vec<&str> = f
+            .certificates
+            .iter()
+            .map(|c| c.name.get_ref().as_str())
+            .collect();
+        let listeners = self.listeners(&f.listeners, &cert_names, &pool_names);
+        if f.listeners.is_empty() {
+            self.err(
+                0..0,
+                "no listener is configured",
+                "add a [[listener]] table with a name, a bind address and a route",
+            );
+        }
+        Some(Config {
+            workers,
+            grace_period,
+            timeouts,
+            certificates: certificates.into_iter().collect::<Option<Vec<_>>>()?,
+            listeners,
+            pools,
+        })
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(v) = value else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.err(v.span(), "a zero duration is not allowed", DURATION_HINT);
+                default
+            }
+            Err(e) => {
+                self.err(
+                    v.span(),
+                    format!("`{}` is not a duration ({e})", v.get_ref()),
+                    DURATION_HINT,
+                );
+                default
+            }
+        }
+    }
+
+    fn int_in(&mut self, v: &Spanned<i64>, min: i64, max: i64, key: &str) -> Option<i64> {
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            Some(n)
+        } else {
+            self.err(
+                v.span(),
+                format!("{key} = {n} is out of range"),
+                format!("expected an integer from {min} to {max}"),
+            );
+            None
+        }
+    }
+
+    fn name(&mut self, v: &Spanned<String>, kind: &str) {
+        let s = v.get_ref();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            self.err(
+                v.span(),
+                format!("`{s}` is not a valid {kind} name"),
+                NAME_HINT,
+            );
+        }
+    }
+
+    fn unique<'n>(&mut self, kind: &str, names: impl Iterator<Item = &'n Spanned<String>>) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for n in names {
+            if let Some(first) = seen.get(n.get_ref().as_str()) {
+                let (line, col) = self.loc.line_col(*first);
+                self.err(
+                    n.span(),
+                    format!("duplicate {kind} name `{}`", n.get_ref()),
+                    format!(
+                        "expected a name not used before (first used at line {line}, column {col})"
+                    ),
+                );
+            } else {
+                seen.insert(n.get_ref(), n.span().start);
+            }
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn certificates(&mut self, certs: &[FileCertificate]) -> Vec<Option<Certificate>> {
+        self.unique("certificate", certs.iter().map(|c| &c.name));
+        certs.iter().map(|c| self.certificate(c)).collect()
+    }
+
+    fn certificate(&mut self, c: &FileCertificate) -> Option<Certificate> {
+        self.name(&c.name, "certificate");
+        let loaded = match (&c.cert, &c.key, &c.self_signed) {
+            (Some(cert), Some(key), None) => {
+                match tls::certs::load_pem_files(
+                    &self.path(cert.get_ref()),
+                    &self.path(key.get_ref()),
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let span = match e {
+                            tls::CertError::EncryptedKey { .. }
+                            | tls::CertError::NoKey { .. }
+                            | tls::CertError::UnsupportedKey { .. }
+                            | tls::CertError::KeyMismatch { .. } => key.span(),
+                            tls::CertError::Read { ref path, .. }
+                            | tls::CertError::NotPem { ref path }
+                            | tls::CertError::BadPem { ref path, .. }
+                                if *path != self.path(cert.get_ref()).display().to_string() =>
+                            {
+                                key.span()
+                            }
+                            _ => cert.span(),
+                        };
+                        let text = e.to_string();
+                        let (what, hint) = text.split_once("; ").unwrap_or((
+                            &text,
+                            "expected a PEM certificate chain and its private key",
+                        ));
+                        self.err(span, what.to_string(), hint.to_string());
+                        return None;
+                    }
+                }
+            }
+            (None, None, Some(names)) if !names.get_ref().is_empty() => {
+                match tls::certs::self_signed(names.get_ref()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.err(
+                            names.span(),
+                            e.to_string(),
+                            "expected DNS names or IP addresses",
+                        );
+                        return None;
+                    }
+                }
+            }
+            (cert, key, Some(names)) if cert.is_some() || key.is_some() => {
+                self.err(
+                    names.span(),
+                    format!(
+                        "certificate `{}` sets both `self_signed` and `cert`/`key`",
+                        c.name.get_ref()
+                    ),
+                    "expected either cert and key files, or self_signed names",
+                );
+                return None;
+            }
+            _ => {
+                self.err(c.name.span(), format!("certificate `{}` needs `cert` and `key` files, or `self_signed` names", c.name.get_ref()), "expected cert = \"chain.pem\" and key = \"key.pem\", or self_signed = [\"localhost\"]");
+                return None;
+            }
+        };
+        Some(Certificate {
+            name: c.name.get_ref().clone(),
+            loaded,
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! Validation of pools and their backends.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use toml::Spanned;
+
+use super::Validator;
+use crate::config::file::*;
+use crate::config::*;
+
+impl Validator<'_> {
+    pub(super) fn pools(&mut self, pools: &[FilePool], defaults: UpstreamTimeouts) -> Vec<Pool> {
+        self.unique("pool", pools.iter().map(|p| &p.name));
+        pools.iter().map(|p| self.pool(p, defaults)).collect()
+    }
+
+    fn pool(&mut self, p: &FilePool, defaults: UpstreamTimeouts) -> Pool {
+        self.name(&p.name, "pool");
+        let balancer = match &p.balancer {
+            None => BalancerKind::RoundRobin,
+            Some(b) => BalancerKind::parse(b.get_ref()).unwrap_or_else(|| {
+                self.err(
+                    b.span(),
+                    format!("unknown balancer `{}`", b.get_ref()),
+                    format!("expected {}", BalancerKind::NAMES),
+                );
+                BalancerKind::RoundRobin
+            }),
+        };
+        let protocol = match p
+            .protocol
+            .as_ref()
+            .map(|s| (s.get_ref().as_str(), s.span()))
+        {
+            None | Some(("http1", _)) => UpstreamProtocol::Http1,
+            Some(("h2", _)) => UpstreamProtocol::Http2,
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("unknown pool protocol `{other}`"),
+                    "expected \"http1\" or \"h2\"",
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let max_idle = p
+            .max_idle_per_backend
+            .as_ref()
+            .and_then(|m| self.int_in(m, 0, 100_000, "max_idle_per_backend"))
+            .unwrap_or(128) as usize;
+        let timeouts = UpstreamTimeouts {
+            connect: self.duration(&p.timeouts.connect, defaults.connect),
+            response: self.duration(&p.timeouts.response, defaults.response),
+            upstream_idle: self.duration(&p.timeouts.upstream_idle, defaults.upstream_idle),
+        };
+        if p.backends.is_empty() {
+            self.err(
+                p.name.span(),
+                format!("pool `{}` has no backends", p.name.get_ref()),
+                "add a [[pool.backend]] table with an address",
+            );
+        }
+        let backends: Vec<Backend> = p.backends.iter().map(|b| self.backend(b)).collect();
+        let mut seen: HashMap<String, ()> = HashMap::new();
+        for (b, file_b) in backends.iter().zip(&p.backends) {
+            if seen.insert(b.name.clone(), ()).is_some() {
+                let span = file_b
+                    .name
+                    .as_ref()
+                    .map_or(file_b.address.span(), |n| n.span());
+                self.err(span, format!("duplicate backend name `{}` in pool `{}`", b.name, p.name.get_ref()), "expected each backend of a pool to have its own name (it defaults to the address)");
+            }
+        }
+        Pool {
+            name: p.name.get_ref().clone(),
+            balancer,
+            protocol,
+            max_idle_per_backend: max_idle,
+            timeouts,
+            backends,
+        }
+    }
+
+    fn backend(&mut self, b: &FileBackend) -> Backend {
+        if let Some(n) = &b.name {
+            self.name(n, "backend");
+        }
+        let address = self
+            .backend_address(&b.address)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let weight = b
+            .weight
+            .as_ref()
+            .and_then(|w| self.int_in(w, 0, 1000, "weight"))
+            .unwrap_or(1) as u32;
+        let name = b
+            .name
+            .as_ref()
+            .map_or_else(|| b.address.get_ref().clone(), |n| n.get_ref().clone());
+        Backend {
+            name,
+            address,
+            weight,
+        }
+    }
+
+    /// An IP:port, or a host name and port resolved once now. Only text that looks like a host
+    /// name is looked up, so a mistyped IP address is an error rather than a DNS query.
+    fn backend_address(&mut self, a: &Spanned<String>) -> Option<SocketAddr> {
+        const HINT: &str = "expected an address and port such as 127.0.0.1:8080, [::1]:8080 or backend.internal:8080";
+        let s = a.get_ref();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return self.nonzero_port(a, addr, HINT);
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            self.err(a.span(), format!("`{s}` has no port"), HINT);
+            return None;
+        };
+        let host_like = !host.is_empty()
+            && host.bytes().any(|b| b.is_ascii_alphabetic())
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !host_like || port.parse::<u16>().is_err() {
+            self.err(a.span(), format!("`{s}` is not a valid address"), HINT);
+            return None;
+        }
+        match s.to_socket_addrs().map(|mut it| it.next()) {
+            Ok(Some(addr)) => self.nonzero_port(a, addr, HINT),
+            Ok(None) | Err(_) => {
+                self.err(a.span(), format!("cannot resolve `{host}`"), HINT);
+                None
+            }
+        }
+    }
+
+    fn nonzero_port(
+        &mut self,
+        a: &Spanned<String>,
+        addr: SocketAddr,
+        hint: &str,
+    ) -> Option<SocketAddr> {
+        if addr.port() == 0 {
+            self.err(a.span(), format!("`{}` has port 0", a.get_ref()), hint);
+            return None;
+        }
+        Some(addr)
+    }
+}
