@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::http::{self, ConnInfo, Router};
 use crate::shutdown::Watch;
+use crate::tls::ServerTls;
 
 /// What a listener needs to serve its connections.
 pub struct ListenerState {
     pub name: String,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<ServerTls>,
     pub router: Arc<Router>,
     pub tls_handshake_timeout: Duration,
     pub client_header_timeout: Duration,
@@ -46,7 +48,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
 
 async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>, watch: Watch) {
     let _ = stream.set_nodelay(true);
-    let Some(acceptor) = &state.tls else {
+    let Some(server_tls) = &state.tls else {
         let conn = Arc::new(ConnInfo {
             client,
             proto: "http",
@@ -55,7 +57,8 @@ async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>
         http::serve_connection(stream, false, conn, state.client_header_timeout, watch).await;
         return;
     };
-    let tls = match tokio::time::timeout(state.tls_handshake_timeout, acceptor.accept(stream)).await
+    let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake(server_tls, stream))
+        .await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -82,4 +85,11 @@ async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>
         router: state.router.clone(),
     });
     http::serve_connection(tls, h2, conn, state.client_header_timeout, watch).await;
+}
+
+/// Reads the ClientHello, picks the configuration for this client, and completes the handshake.
+async fn handshake(tls: &ServerTls, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let config = tls.config_for(&start.client_hello());
+    start.into_stream(config).await
 }

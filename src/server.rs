@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::{Config, ListenerProtocol};
@@ -46,7 +45,7 @@ impl Server {
             .collect();
         let mut states = Vec::new();
         for l in &config.listeners {
-            let acceptor = match (&l.protocol, &l.tls) {
+            let server_tls = match (&l.protocol, &l.tls) {
                 (ListenerProtocol::Https, Some(t)) => {
                     let certs: Vec<tls::LoadedCert> = t
                         .certificates
@@ -54,23 +53,19 @@ impl Server {
                         .filter_map(|&i| config.certificates.get(i))
                         .map(|c| c.loaded.clone())
                         .collect();
-                    let server_config = tls::policy::server_config(
-                        t.policy,
-                        &t.alpn,
-                        &certs,
-                        t.default_certificate,
-                    )
-                    .map_err(|source| ServerError::Tls {
-                        name: l.name.clone(),
-                        source,
-                    })?;
-                    Some(TlsAcceptor::from(server_config))
+                    let server_tls =
+                        tls::ServerTls::new(t.policy, &t.alpn, &certs, t.default_certificate)
+                            .map_err(|source| ServerError::Tls {
+                                name: l.name.clone(),
+                                source,
+                            })?;
+                    Some(server_tls)
                 }
                 _ => None,
             };
             states.push(Arc::new(ListenerState {
                 name: l.name.clone(),
-                tls: acceptor,
+                tls: server_tls,
                 router: Arc::new(Router::new(&l.routes, &pools)),
                 tls_handshake_timeout: config.timeouts.tls_handshake,
                 client_header_timeout: config.timeouts.client_header,

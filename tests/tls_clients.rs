@@ -622,6 +622,12 @@ async fn post_quantum_hybrid_is_negotiated_when_offered() {
             &tls13[..],
             NamedGroup::X25519MLKEM768,
         ),
+        // Preferred by terminus even when the client lists it after X25519.
+        (
+            vec![X25519, X25519MLKEM768],
+            &tls13[..],
+            NamedGroup::X25519MLKEM768,
+        ),
         (vec![X25519], &tls13[..], NamedGroup::X25519),
         // The hybrid is TLS 1.3 only: a TLS 1.2 client offering it still gets X25519.
         (vec![X25519MLKEM768, X25519], &tls12[..], NamedGroup::X25519),

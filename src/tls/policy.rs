@@ -6,7 +6,10 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 use super::certs::LoadedCert;
-use super::crypto_provider;
+use rustls::crypto::CryptoProvider;
+use rustls::server::ClientHello;
+
+use super::kx;
 use super::resolver::SniResolver;
 
 /// Which protocol versions and suites a listener offers. TLS 1.1 and older are never offered.
@@ -21,6 +24,15 @@ pub enum TlsPolicy {
 impl TlsPolicy {
     pub const NAMES: &'static str = "\"modern\" or \"intermediate\"";
 
+    /// The protocol versions the preset offers.
+    pub fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static MODERN: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match self {
+            Self::Modern => MODERN,
+            Self::Intermediate => rustls::DEFAULT_VERSIONS,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "modern" => Some(Self::Modern),
@@ -30,21 +42,46 @@ impl TlsPolicy {
     }
 }
 
-/// Builds a listener's server configuration.
-pub fn server_config(
-    policy: TlsPolicy,
-    alpn: &[Vec<u8>],
-    certs: &[LoadedCert],
-    default_cert: usize,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let versions: &[&rustls::SupportedProtocolVersion] = match policy {
-        TlsPolicy::Modern => &[&rustls::version::TLS13],
-        TlsPolicy::Intermediate => &[&rustls::version::TLS13, &rustls::version::TLS12],
-    };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(certs, default_cert)));
-    config.alpn_protocols = alpn.to_vec();
-    Ok(Arc::new(config))
+/// A listener's rustls configurations: one for clients that offer X25519MLKEM768 (which then
+/// get it), one for the others. Both share the certificates and the session cache, so a session
+/// resumes whichever of the two served it.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    standard: Arc<ServerConfig>,
+    post_quantum: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    pub fn new(
+        policy: TlsPolicy,
+        alpn: &[Vec<u8>],
+        certs: &[LoadedCert],
+        default_cert: usize,
+    ) -> Result<Self, rustls::Error> {
+        let resolver = Arc::new(SniResolver::new(certs, default_cert));
+        let build = |provider: CryptoProvider| -> Result<ServerConfig, rustls::Error> {
+            let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(policy.versions())?
+                .with_no_client_auth()
+                .with_cert_resolver(resolver.clone());
+            config.alpn_protocols = alpn.to_vec();
+            Ok(config)
+        };
+        let standard = build(kx::standard_provider())?;
+        let mut post_quantum = build(kx::post_quantum_provider())?;
+        post_quantum.session_storage = standard.session_storage.clone();
+        Ok(Self {
+            standard: Arc::new(standard),
+            post_quantum: Arc::new(post_quantum),
+        })
+    }
+
+    /// The configuration for the client that sent `hello`.
+    pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        if kx::offers_post_quantum(hello.named_groups()) {
+            self.post_quantum.clone()
+        } else {
+            self.standard.clone()
+        }
+    }
 }
