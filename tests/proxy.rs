@@ -131,3 +131,117 @@ async fn plain_http_listener_speaks_http1_only() {
         "answered HTTP/2 on a plain listener: {text}"
     );
 }
+
+/// A backend that sends its response head and a first chunk, then waits to be released before
+/// the last chunk; it also reports the first bytes of a request body as they arrive.
+async fn streaming_backend() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "request head incomplete");
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+                s.write_all(head).await.unwrap();
+                let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+                tx.send(release_tx).await.unwrap();
+                let _ = release_rx.await;
+                s.write_all(b"4\r\nlast\r\n0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn responses_stream_before_the_backend_finishes() {
+    use http_body_util::BodyExt;
+    let (backend, mut gates) = streaming_backend().await;
+    let f = fixture(&backend_lines(&[("stream", backend)])).await;
+    for alpn in BOTH_ALPN {
+        let conn = f.conn(alpn).await;
+        let req = request(&conn, "GET", "localhost", "/", Bytes::new());
+        let resp = match conn {
+            Conn::H1(mut s) => s.send_request(req).await.unwrap(),
+            Conn::H2(mut s) => s.send_request(req).await.unwrap(),
+        };
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+        let first = first.unwrap().unwrap().into_data().unwrap();
+        // The first chunk arrived while the backend is still holding the rest.
+        assert_eq!(&first[..], b"first");
+        let release = tokio::time::timeout(WAIT, gates.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        release.send(()).unwrap();
+        let rest = tokio::time::timeout(WAIT, body.collect()).await.unwrap();
+        assert_eq!(&rest.unwrap().to_bytes()[..], b"last");
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_stream_before_the_client_finishes() {
+    use futures_channel::mpsc;
+    use futures_util::SinkExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let a = demo_backend("a", Duration::ZERO).await;
+    let f = fixture(&backend_lines(&[("a", a)])).await;
+    let tls = client_tls(&f.cert.cert_pem, &["http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(f.terminus.addr("https"))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (mut body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let req = http::Request::post("/echo")
+        .header("host", "localhost")
+        .body(StreamBody::new(body_rx))
+        .unwrap();
+    body_tx
+        .send(Ok(Frame::data(Bytes::from_static(b"ping"))))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = resp.into_body();
+    // The echo of the first piece comes back while the request body is still open.
+    let echoed = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+    assert_eq!(&echoed.unwrap().unwrap().into_data().unwrap()[..], b"ping");
+    body_tx
+        .send(Ok(Frame::data(Bytes::from_static(b"pong"))))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+    assert_eq!(&echoed.unwrap().unwrap().into_data().unwrap()[..], b"pong");
+    drop(body_tx);
+    let rest = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.to_bytes().is_empty());
+}
