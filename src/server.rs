@@ -14,7 +14,7 @@ use crate::http::Router;
 use crate::listener::{self, ListenerState};
 use crate::shutdown::Shutdown;
 use crate::tls;
-use crate::upstream::Pool;
+use crate::upstream::{health, Pool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -31,6 +31,7 @@ pub enum ServerError {
 /// Listeners bound and ready to serve.
 pub struct Server {
     listeners: Vec<(TcpListener, Arc<ListenerState>)>,
+    pools: Vec<Arc<Pool>>,
     grace_period: Duration,
 }
 
@@ -84,6 +85,7 @@ impl Server {
         }
         Ok(Self {
             listeners,
+            pools,
             grace_period: config.grace_period,
         })
     }
@@ -100,6 +102,11 @@ impl Server {
     /// finish their in-flight requests, and returns when they have or the grace period ends.
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let shutdown = Shutdown::new();
+        for pool in &self.pools {
+            if let Some(check) = &pool.health {
+                health::spawn(&pool.name, &pool.backends, check, &shutdown.watch());
+            }
+        }
         for (tcp, state) in self.listeners {
             tokio::spawn(listener::accept_loop(tcp, state, shutdown.watch()));
         }

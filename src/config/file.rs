@@ -74,10 +74,31 @@ pub struct FilePool {
     pub balancer: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
     pub max_idle_per_backend: Option<Spanned<i64>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub hash_bounded_load: Option<Spanned<f64>>,
     #[serde(default)]
     pub timeouts: FilePoolTimeouts,
+    pub health: Option<FileHealth>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<FileBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub check: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub initial: Option<Spanned<String>>,
+    pub method: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub expect_status: Option<Spanned<String>>,
+    pub expect_body: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

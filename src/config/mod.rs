@@ -95,18 +95,22 @@ pub enum BalancerKind {
     LeastResponseTime,
     Performance,
     Random,
+    Maglev,
+    RingHash,
 }
 
 impl BalancerKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::RoundRobin,
         Self::WeightedRoundRobin,
         Self::LeastConnections,
         Self::LeastResponseTime,
         Self::Performance,
         Self::Random,
+        Self::Maglev,
+        Self::RingHash,
     ];
-    pub const NAMES: &'static str = "\"round-robin\", \"weighted-round-robin\", \"least-connections\", \"least-response-time\", \"performance\" or \"random\"";
+    pub const NAMES: &'static str = "\"round-robin\", \"weighted-round-robin\", \"least-connections\", \"least-response-time\", \"performance\", \"random\", \"maglev\" or \"ring-hash\"";
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -116,6 +120,8 @@ impl BalancerKind {
             "least-response-time" => Self::LeastResponseTime,
             "performance" => Self::Performance,
             "random" => Self::Random,
+            "maglev" => Self::Maglev,
+            "ring-hash" => Self::RingHash,
             _ => return None,
         })
     }
@@ -128,8 +134,40 @@ impl BalancerKind {
             Self::LeastResponseTime => "least-response-time",
             Self::Performance => "performance",
             Self::Random => "random",
+            Self::Maglev => "maglev",
+            Self::RingHash => "ring-hash",
         }
     }
+
+    /// Whether the balancer picks by a hash of the request (and so takes `hash_key`).
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Self::Maglev | Self::RingHash)
+    }
+}
+
+/// What a hashing balancer (`maglev`, `ring-hash`) hashes, and how loaded a backend may get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashPolicy {
+    pub key: HashKey,
+    /// Consistent hashing with bounded loads: a backend takes a request only while its
+    /// requests in flight stay within this factor (> 1) of its weighted share.
+    pub bounded_load: Option<f64>,
+}
+
+/// The part of a request whose hash picks the backend. A request without it (a missing or
+/// empty header, cookie or query parameter) goes to a random backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (port excluded).
+    SourceIp,
+    /// The first value of a request header.
+    Header(http::HeaderName),
+    /// The value of a cookie, by its case-sensitive name.
+    Cookie(String),
+    /// The value of a query parameter, as written (not percent-decoded).
+    Query(String),
+    /// The request's path, without the query.
+    Path,
 }
 
 /// The HTTP version spoken to a pool's backends.
@@ -147,6 +185,43 @@ pub struct Pool {
     pub max_idle_per_backend: usize,
     pub timeouts: UpstreamTimeouts,
     pub backends: Vec<Backend>,
+    /// How requests are keyed: present exactly when the balancer hashes (`is_hashing`).
+    pub hash: Option<HashPolicy>,
+    /// Active health checks; `None` means every backend counts as healthy.
+    pub health: Option<std::sync::Arc<HealthCheck>>,
+}
+
+/// How a pool's backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: HealthProbe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Each wait between checks is `interval` plus or minus up to this much.
+    pub jitter: Duration,
+    /// Consecutive passes that make an unhealthy backend healthy.
+    pub rise: u32,
+    /// Consecutive failures that make a healthy backend unhealthy.
+    pub fall: u32,
+    /// Whether backends count as healthy before their first check.
+    pub initially_healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP/1.1 request gets a status in `status` (and a body containing `body`).
+    Http {
+        method: http::Method,
+        path: String,
+        host: Option<String>,
+        status: std::ops::RangeInclusive<u16>,
+        body: Option<String>,
+    },
+    /// A TLS handshake completes (the certificate is not verified). Without a server name
+    /// no SNI is sent.
+    Tls { server_name: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -106,6 +106,8 @@ mod tests {
                 upstream_idle: t,
             },
             backends: vec![],
+            hash: None,
+            health: None,
         }))
     }
 

@@ -2,7 +2,7 @@
 //! atomics so that balancers read them without locks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,10 +37,72 @@ pub struct Backend {
     peak_ns: AtomicU64,
     /// Nanoseconds since the process epoch of the last sample; 0 means none yet.
     last_sample: AtomicU64,
+    health: Health,
+}
+
+/// Health as active checks see it. Only the backend's checking task writes it.
+#[derive(Debug)]
+pub struct Health {
+    healthy: AtomicBool,
+    /// No check has run yet: the first pass makes an unhealthy backend healthy at once.
+    unchecked: AtomicBool,
+    passes: AtomicU32,
+    failures: AtomicU32,
+}
+
+impl Health {
+    fn new(healthy: bool) -> Self {
+        Self {
+            healthy: AtomicBool::new(healthy),
+            unchecked: AtomicBool::new(true),
+            passes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records one check. Returns the new state when it changed: healthy after `rise`
+    /// consecutive passes (or the very first one), unhealthy after `fall` consecutive failures.
+    pub fn record(&self, passed: bool, rise: u32, fall: u32) -> Option<bool> {
+        let first = self.unchecked.swap(false, Ordering::Relaxed);
+        let healthy = self.is_healthy();
+        if passed {
+            self.failures.store(0, Ordering::Relaxed);
+            let passes = self
+                .passes
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if !healthy && (first || passes >= rise) {
+                self.healthy.store(true, Ordering::Relaxed);
+                return Some(true);
+            }
+        } else {
+            self.passes.store(0, Ordering::Relaxed);
+            let failures = self
+                .failures
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if healthy && failures >= fall {
+                self.healthy.store(false, Ordering::Relaxed);
+                return Some(false);
+            }
+        }
+        None
+    }
 }
 
 impl Backend {
+    /// A backend that is healthy until a health check says otherwise.
     pub fn new(name: String, address: SocketAddr, weight: u32) -> Self {
+        Self::with_health(name, address, weight, true)
+    }
+
+    /// A backend starting `healthy` or not (checked pools start unhealthy by default, until
+    /// their first passing check).
+    pub fn with_health(name: String, address: SocketAddr, weight: u32, healthy: bool) -> Self {
         let authority = Authority::try_from(address.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("invalid"));
         Self {
@@ -52,12 +114,17 @@ impl Backend {
             ewma_ns: AtomicU64::new(0f64.to_bits()),
             peak_ns: AtomicU64::new(0f64.to_bits()),
             last_sample: AtomicU64::new(0),
+            health: Health::new(healthy),
         }
     }
 
-    /// Whether the balancer may send new requests here.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Whether the balancer may send new requests here: a weight above 0 and healthy.
     pub fn is_usable(&self) -> bool {
-        self.weight > 0
+        self.weight > 0 && self.health.is_healthy()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -147,6 +214,24 @@ mod tests {
         assert_eq!(b.in_flight(), 1);
         drop(g2);
         assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn health_rises_and_falls_after_consecutive_checks() {
+        let h = Health::new(false);
+        // The first pass counts as enough to start.
+        assert_eq!(h.record(true, 3, 2), Some(true));
+        assert_eq!(h.record(false, 3, 2), None);
+        assert_eq!(h.record(true, 3, 2), None, "a pass resets the failures");
+        assert_eq!(h.record(false, 3, 2), None);
+        assert_eq!(h.record(false, 3, 2), Some(false));
+        assert_eq!(h.record(true, 3, 2), None);
+        assert_eq!(h.record(true, 3, 2), None);
+        assert_eq!(
+            h.record(true, 3, 2),
+            Some(true),
+            "healthy after rise = 3 passes"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod balancer;
 pub mod client;
+pub mod health;
 pub mod pool;
 
 pub use backend::{Backend, InFlight};

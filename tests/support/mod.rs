@@ -434,3 +434,26 @@ impl Fixture {
         .await
     }
 }
+
+impl Conn {
+    /// GET `path` with `host` and the extra header fields `fields` (name, value).
+    pub async fn get_with(&mut self, host: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let mut req = request(self, "GET", host, path, Bytes::new());
+        for (name, value) in fields {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        self.send(req).await
+    }
+}
+
+/// Starts one in-process demo backend per name (no delay), as `backend_lines` takes them.
+pub async fn demo_backends<'a>(names: &[&'a str]) -> Vec<(&'a str, SocketAddr)> {
+    let mut out = Vec::new();
+    for &name in names {
+        out.push((name, demo_backend(name, Duration::ZERO).await));
+    }
+    out
+}

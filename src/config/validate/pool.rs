@@ -79,6 +79,12 @@ impl Validator<'_> {
             max_idle_per_backend: max_idle,
             timeouts,
             backends,
+            hash: self.hash_policy(p, balancer),
+            health: p
+                .health
+                .as_ref()
+                .and_then(|h| self.health(h))
+                .map(std::sync::Arc::new),
         }
     }
 
@@ -147,4 +153,96 @@ impl Validator<'_> {
         }
         Some(addr)
     }
+}
+
+const HASH_KEY_HINT: &str =
+    "expected \"source-ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"";
+
+/// `hash_key` and `hash_bounded_load`, which only the hashing balancers take.
+impl Validator<'_> {
+    fn hash_policy(&mut self, p: &FilePool, balancer: BalancerKind) -> Option<HashPolicy> {
+        let unknown =
+            (p.balancer.as_ref()).is_some_and(|b| BalancerKind::parse(b.get_ref()).is_none());
+        if !balancer.is_hashing() && !unknown {
+            let keys = [
+                ("hash_key", p.hash_key.as_ref().map(|k| k.span())),
+                (
+                    "hash_bounded_load",
+                    p.hash_bounded_load.as_ref().map(|c| c.span()),
+                ),
+            ];
+            for (key, span) in keys {
+                if let Some(span) = span {
+                    self.err(
+                        span,
+                        format!(
+                            "`{key}` needs a hashing balancer, but pool `{}` uses \"{}\"",
+                            p.name.get_ref(),
+                            balancer.name()
+                        ),
+                        format!("expected balancer = \"maglev\" or \"ring-hash\", or no `{key}`"),
+                    );
+                }
+            }
+        }
+        if !balancer.is_hashing() {
+            return None;
+        }
+        let key = match &p.hash_key {
+            None => HashKey::SourceIp,
+            Some(k) => self.hash_key(k).unwrap_or(HashKey::SourceIp),
+        };
+        let bounded_load = p.hash_bounded_load.as_ref().and_then(|c| {
+            let v = *c.get_ref();
+            if v.is_finite() && v > 1.0 {
+                return Some(v);
+            }
+            self.err(
+                c.span(),
+                format!("hash_bounded_load = {v} is out of range"),
+                "expected a number greater than 1, such as 1.25 (a backend takes new requests while it has at most 125% of its share of the requests in flight)",
+            );
+            None
+        });
+        Some(HashPolicy { key, bounded_load })
+    }
+
+    fn hash_key(&mut self, k: &Spanned<String>) -> Option<HashKey> {
+        let s = k.get_ref().as_str();
+        let (kind, name) = s.split_once(':').unwrap_or((s, ""));
+        let key = match (kind, name) {
+            ("source-ip", "") => Some(HashKey::SourceIp),
+            ("path", "") => Some(HashKey::Path),
+            ("header", n) => http::HeaderName::from_bytes(n.as_bytes())
+                .ok()
+                .map(HashKey::Header),
+            ("cookie", n) if is_token(n) => Some(HashKey::Cookie(n.to_string())),
+            ("query", n) if is_query_name(n) => Some(HashKey::Query(n.to_string())),
+            _ => None,
+        };
+        if key.is_none() {
+            let message = match kind {
+                "header" | "cookie" | "query" => {
+                    format!("`{s}` does not name a valid {kind}")
+                }
+                _ => format!("unknown hash_key `{s}`"),
+            };
+            self.err(k.span(), message, HASH_KEY_HINT);
+        }
+        key
+    }
+}
+
+/// An HTTP token (RFC 9110), which is what a cookie name is.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A query parameter name as written in the URI: visible ASCII but `&`, `=` and `#`.
+fn is_query_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"&=#".contains(&b))
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{rotated, Balancer};
+use super::{rotated, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub struct LeastConnections {
 }
 
 impl Balancer for LeastConnections {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }
@@ -52,7 +52,7 @@ mod tests {
         let _c = (0..3).map(|_| bs[2].start()).collect::<Vec<_>>();
         // Loads per weight: 2, 1, 1.5.
         for _ in 0..10 {
-            assert_eq!(lc.pick(&bs), Some(1));
+            assert_eq!(lc.pick(&bs, &PickContext::default()), Some(1));
         }
     }
 
@@ -67,7 +67,9 @@ mod tests {
     fn held_requests_spread_by_weight() {
         let bs = backends(&[3, 1]);
         let lc = LeastConnections::default();
-        let guards: Vec<_> = (0..40).map(|_| bs[lc.pick(&bs).unwrap()].start()).collect();
+        let guards: Vec<_> = (0..40)
+            .map(|_| bs[lc.pick(&bs, &PickContext::default()).unwrap()].start())
+            .collect();
         assert_eq!(bs[0].in_flight(), 30);
         assert_eq!(bs[1].in_flight(), 10);
         drop(guards);

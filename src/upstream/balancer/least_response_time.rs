@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{rotated, Balancer};
+use super::{rotated, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub struct LeastResponseTime {
 }
 
 impl Balancer for LeastResponseTime {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }

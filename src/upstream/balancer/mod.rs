@@ -1,9 +1,12 @@
 //! Balancers: one small trait, one file per algorithm.
 
+mod bounded;
 mod least_connections;
 mod least_response_time;
+mod maglev;
 mod performance;
 mod random;
+mod ring_hash;
 mod round_robin;
 mod weighted_round_robin;
 
@@ -14,19 +17,42 @@ use crate::config::BalancerKind;
 
 pub use least_connections::LeastConnections;
 pub use least_response_time::LeastResponseTime;
+pub use maglev::Maglev;
 pub use performance::Performance;
 pub use random::Random;
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
+
+/// What a balancer may know of the request it picks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PickContext {
+    /// The hash (`key_hash`) of the request's `hash_key`, for the hashing balancers; `None`
+    /// when the pool hashes nothing or the request lacks the key.
+    pub hash: Option<u64>,
+}
+
+/// The hash of a request's key. xxh3 is fast, and specified, so its values do not change
+/// with the version or the platform: every terminus maps a key to the same backend.
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
 
 /// Picks a backend for the next request.
 pub trait Balancer: Send + Sync + std::fmt::Debug {
     /// The index of a usable backend in `backends`, or `None` when none is usable.
-    /// `backends` is the same slice (same order) the balancer was built for.
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize>;
+    /// `backends` is the same slice (same order) the balancer was built for. Only the hashing
+    /// balancers read `ctx`.
+    fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext) -> Option<usize>;
 }
 
-pub fn build(kind: BalancerKind, backends: &[Arc<Backend>]) -> Box<dyn Balancer> {
+/// The balancer of `kind` for `backends`; `bounded_load` is the hashing balancers' factor of
+/// consistent hashing with bounded loads (the others ignore it).
+pub fn build(
+    kind: BalancerKind,
+    backends: &[Arc<Backend>],
+    bounded_load: Option<f64>,
+) -> Box<dyn Balancer> {
     match kind {
         BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
         BalancerKind::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(backends)),
@@ -34,6 +60,8 @@ pub fn build(kind: BalancerKind, backends: &[Arc<Backend>]) -> Box<dyn Balancer>
         BalancerKind::LeastResponseTime => Box::new(LeastResponseTime::default()),
         BalancerKind::Performance => Box::new(Performance),
         BalancerKind::Random => Box::new(Random),
+        BalancerKind::Maglev => Box::new(Maglev::new(backends, bounded_load)),
+        BalancerKind::RingHash => Box::new(RingHash::new(backends, bounded_load)),
     }
 }
 
@@ -42,6 +70,9 @@ pub fn build(kind: BalancerKind, backends: &[Arc<Backend>]) -> Box<dyn Balancer>
 fn rotated(len: usize, start: usize) -> impl Iterator<Item = usize> {
     (0..len).map(move |i| (start + i) % len)
 }
+
+#[cfg(test)]
+mod hashing_tests;
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -61,7 +92,7 @@ pub(crate) mod test_support {
     pub fn counts(b: &dyn Balancer, backends: &[Arc<Backend>], picks: usize) -> Vec<usize> {
         let mut counts = vec![0; backends.len()];
         for _ in 0..picks {
-            counts[b.pick(backends).unwrap()] += 1;
+            counts[b.pick(backends, &PickContext::default()).unwrap()] += 1;
         }
         counts
     }
@@ -70,8 +101,13 @@ pub(crate) mod test_support {
     fn every_balancer_returns_none_without_usable_backends() {
         let bs = backends(&[0, 0]);
         for kind in BalancerKind::ALL {
-            assert_eq!(build(kind, &bs).pick(&bs), None, "{kind:?}");
-            assert_eq!(build(kind, &[]).pick(&[]), None, "{kind:?} empty");
+            let none = PickContext::default();
+            let keyed = PickContext { hash: Some(7) };
+            for ctx in [none, keyed] {
+                assert_eq!(build(kind, &bs, None).pick(&bs, &ctx), None, "{kind:?}");
+                let empty = build(kind, &[], Some(1.25));
+                assert_eq!(empty.pick(&[], &ctx), None, "{kind:?} empty");
+            }
         }
     }
 
@@ -79,7 +115,7 @@ pub(crate) mod test_support {
     fn every_balancer_skips_unusable_backends() {
         let bs = backends(&[1, 0, 1]);
         for kind in BalancerKind::ALL {
-            let b = build(kind, &bs);
+            let b = build(kind, &bs, None);
             let c = counts(b.as_ref(), &bs, 300);
             assert_eq!(c[1], 0, "{kind:?} picked a weight-0 backend");
             assert!(

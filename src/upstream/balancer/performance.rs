@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ pub fn score(b: &Backend) -> f64 {
 }
 
 impl Balancer for Performance {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }
@@ -63,7 +63,7 @@ mod tests {
         bs[1].observe(Duration::from_millis(4));
         let _held: Vec<_> = (0..5).map(|_| bs[0].start()).collect();
         // 2ms x 6 = 12 > 4ms x 1.
-        assert_eq!(Performance.pick(&bs), Some(1));
+        assert_eq!(Performance.pick(&bs, &PickContext::default()), Some(1));
     }
 
     #[test]

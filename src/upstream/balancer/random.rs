@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
 pub struct Random;
 
 impl Balancer for Random {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         let total: u64 = backends
             .iter()
             .filter(|b| b.is_usable())

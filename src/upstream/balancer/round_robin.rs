@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{rotated, Balancer};
+use super::{rotated, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -12,7 +12,7 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }
@@ -30,7 +30,9 @@ mod tests {
     fn visits_each_backend_in_turn() {
         let bs = backends(&[1, 5, 1]);
         let rr = RoundRobin::default();
-        let seq: Vec<usize> = (0..6).map(|_| rr.pick(&bs).unwrap()).collect();
+        let seq: Vec<usize> = (0..6)
+            .map(|_| rr.pick(&bs, &PickContext::default()).unwrap())
+            .collect();
         assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
     }
 }

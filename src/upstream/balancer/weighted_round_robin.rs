@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl WeightedRoundRobin {
 }
 
 impl Balancer for WeightedRoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
         let len = self.sequence.len();
         if len == 0 {
             return None;
@@ -89,7 +89,9 @@ mod tests {
     fn weights_three_to_one_give_exact_shares_without_bursts() {
         let bs = backends(&[3, 1]);
         let wrr = WeightedRoundRobin::new(&bs);
-        let seq: Vec<usize> = (0..400).map(|_| wrr.pick(&bs).unwrap()).collect();
+        let seq: Vec<usize> = (0..400)
+            .map(|_| wrr.pick(&bs, &PickContext::default()).unwrap())
+            .collect();
         assert_eq!(seq.iter().filter(|&&i| i == 0).count(), 300);
         assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 100);
         assert!(longest_run(&seq) <= 3, "run of {}", longest_run(&seq));
@@ -100,7 +102,9 @@ mod tests {
         // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
         let bs = backends(&[5, 1, 1]);
         let wrr = WeightedRoundRobin::new(&bs);
-        let seq: Vec<usize> = (0..7).map(|_| wrr.pick(&bs).unwrap()).collect();
+        let seq: Vec<usize> = (0..7)
+            .map(|_| wrr.pick(&bs, &PickContext::default()).unwrap())
+            .collect();
         assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
