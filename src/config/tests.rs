@@ -86,3 +86,39 @@ fn a_route_without_any_pool_says_so() {
         ["t.toml:10:10: route to pool `app`, which does not exist; expected the name of a [[pool]] table, but none is defined"]
     );
 }
+
+fn with_health(keys: &str) -> String {
+    BASE.replace(
+        "name = \"app\"\n",
+        &format!("name = \"app\"\n[pool.health]\n{keys}\n"),
+    )
+}
+
+#[test]
+fn health_table_is_validated() {
+    let cases = [
+        ("check = \"ping\"", "t.toml:15:9: unknown health check `ping`; expected check = \"tcp\", \"http\" or \"tls\""),
+        ("check = \"tcp\"\npath = \"/x\"", "t.toml:16:8: `path` does not apply to a tcp check"),
+        ("check = \"http\"\nexpect_status = \"200-99\"", "t.toml:16:17: `200-99` is not a status or status range"),
+        ("check = \"http\"\npath = \"healthz\"", "t.toml:16:8: `healthz` is not a request path"),
+        ("check = \"http\"\nrise = 0", "t.toml:16:8: rise = 0 is out of range; expected an integer from 1 to 100"),
+        ("check = \"tls\"\ninitial = \"maybe\"", "t.toml:16:11: unknown initial state `maybe`"),
+    ];
+    for (keys, want) in cases {
+        let e = errors(&with_health(keys));
+        assert_eq!(e.len(), 1, "{keys}: {e:?}");
+        assert!(e[0].starts_with(want), "{keys}: {e:?}");
+    }
+}
+
+#[test]
+fn health_defaults() {
+    let config = parse(Path::new("t.toml"), &with_health("check = \"http\"")).unwrap();
+    let h = config.pools[0].health.as_ref().unwrap();
+    assert_eq!(h.interval, std::time::Duration::from_secs(5));
+    assert_eq!(h.jitter, std::time::Duration::from_millis(500));
+    assert_eq!((h.rise, h.fall, h.initially_healthy), (2, 3, false));
+    assert!(
+        matches!(&h.probe, super::HealthProbe::Http { path, status, .. } if path == "/" && *status == (200..=399))
+    );
+}
