@@ -24,6 +24,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("pool `{name}`: {reason}")]
+    Pool { name: String, reason: String },
     #[error("listener `{name}`: TLS setup failed: {source}")]
     Tls { name: String, source: rustls::Error },
 }
@@ -39,11 +41,14 @@ impl Server {
     /// Builds pools, routers and TLS configs, then binds every listener. Nothing is served
     /// until `run`, and any failure here leaves nothing bound.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let pools: Vec<Arc<Pool>> = config
-            .pools
-            .iter()
-            .map(|p| Arc::new(Pool::new(p)))
-            .collect();
+        let mut pools = Vec::new();
+        for p in &config.pools {
+            let pool = Pool::new(p).map_err(|reason| ServerError::Pool {
+                name: p.name.clone(),
+                reason,
+            })?;
+            pools.push(Arc::new(pool));
+        }
         let mut states = Vec::new();
         for l in &config.listeners {
             let server_tls = match (&l.protocol, &l.tls) {

@@ -79,6 +79,7 @@ pub struct FilePool {
     #[serde(default)]
     pub timeouts: FilePoolTimeouts,
     pub health: Option<FileHealth>,
+    pub sticky: Option<FileSticky>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<FileBackend>,
 }
@@ -115,4 +116,17 @@ pub struct FileBackend {
     pub name: Option<Spanned<String>>,
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSticky {
+    pub cookie: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub secure: Option<bool>,
+    pub http_only: Option<bool>,
+    pub same_site: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<String>>,
 }

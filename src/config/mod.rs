@@ -189,6 +189,8 @@ pub struct Pool {
     pub hash: Option<HashPolicy>,
     /// Active health checks; `None` means every backend counts as healthy.
     pub health: Option<std::sync::Arc<HealthCheck>>,
+    /// Cookie persistence; `None` means every request is balanced afresh.
+    pub sticky: Option<StickyCookieSpec>,
 }
 
 /// How a pool's backends are checked.
@@ -240,4 +242,25 @@ pub struct Backend {
     pub address: SocketAddr,
     /// 0 takes no traffic (the backend stays configured); up to 1000.
     pub weight: u32,
+}
+
+/// A pool's sticky cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookieSpec {
+    pub name: String,
+    /// The AES-256-GCM key; `None` means one generated at start.
+    pub key: Option<[u8; 32]>,
+    pub path: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    /// `None` makes a session cookie.
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
 }

@@ -116,6 +116,19 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     set(headers, &header::COOKIE, joined);
 }
 
+/// The value of cookie `name` in the `Cookie` fields (HTTP/2 clients may send several).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

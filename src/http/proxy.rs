@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
@@ -63,10 +63,18 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
             .as_ref()
             .and_then(|key| request_hash(&req, conn.client, key)),
     };
-    let Some((backend, client)) = pool.pick(&ctx) else {
+    let sticky_cookie = pool
+        .sticky
+        .as_ref()
+        .and_then(|c| headers::cookie(req.headers(), &c.name));
+    let Some(picked) = pool.pick_for(&ctx, sticky_cookie) else {
         warn!(pool = %pool.name, "503: no usable backend in pool");
         return error_response(StatusCode::SERVICE_UNAVAILABLE);
     };
+    let (backend, client, set_cookie) = (picked.backend, picked.client, picked.set_cookie);
+    if picked.sticky_hit {
+        debug!(backend = %backend.name, "sticky cookie hit");
+    }
     // Only HTTP/1.1 can upgrade; the upgrade handle is taken only when one is asked for.
     let client_upgrade = (req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE))
@@ -85,7 +93,11 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
     match client.send(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             backend.observe(started.elapsed());
-            respond(resp, client_upgrade, in_flight, &pool, backend)
+            let mut resp = respond(resp, client_upgrade, in_flight, &pool, backend);
+            if let Some(cookie) = set_cookie {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            resp
         }
         Err(e) => {
             // A failure counts as slow as the connect timeout, so latency-aware balancers
@@ -113,23 +125,10 @@ fn request_hash<B>(req: &Request<B>, client: SocketAddr, key: &HashKey) -> Optio
         // HTTP/2 clients name the host in :authority, not in a Host field.
         HashKey::Header(name) if name == header::HOST => request_host(req)?.as_bytes(),
         HashKey::Header(name) => req.headers().get(name)?.as_bytes(),
-        HashKey::Cookie(name) => cookie(req.headers(), name)?,
+        HashKey::Cookie(name) => headers::cookie(req.headers(), name)?,
         HashKey::Query(name) => query_param(req.uri().query()?, name)?.as_bytes(),
     };
     (!bytes.is_empty()).then(|| key_hash(bytes))
-}
-
-/// The value of cookie `name` in the `Cookie` fields (HTTP/2 clients may send several).
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
 }
 
 /// The value of the first query parameter called `name`, as written (not percent-decoded).

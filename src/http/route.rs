@@ -90,25 +90,25 @@ pub fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, BalancerKind, UpstreamProtocol, UpstreamTimeouts};
-    use std::time::Duration;
+    use crate::config;
 
-    fn pool(name: &str) -> Arc<Pool> {
-        let t = Duration::from_secs(1);
-        Arc::new(Pool::new(&config::Pool {
-            name: name.into(),
-            balancer: BalancerKind::RoundRobin,
-            protocol: UpstreamProtocol::Http1,
-            max_idle_per_backend: 1,
-            timeouts: UpstreamTimeouts {
-                connect: t,
-                response: t,
-                upstream_idle: t,
-            },
-            backends: vec![],
-            hash: None,
-            health: None,
-        }))
+    /// Pools named `names`, built from a parsed config so the test does not spell out every
+    /// pool setting.
+    fn pools(names: &[&str]) -> Vec<Arc<Pool>> {
+        let mut text = String::from(
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n[[listener.route]]\npool = \"any\"\n",
+        );
+        for n in names {
+            text.push_str(&format!(
+                "[[pool]]\nname = \"{n}\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n"
+            ));
+        }
+        let config = config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        config
+            .pools
+            .iter()
+            .map(|p| Arc::new(Pool::new(p).unwrap()))
+            .collect()
     }
 
     fn route(host: Option<HostPattern>, prefix: &str, pool: usize) -> Route {
@@ -121,10 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn most_specific_route_wins() {
-        let pools: Vec<_> = ["any", "api", "wild", "api-v2"]
-            .iter()
-            .map(|n| pool(n))
-            .collect();
+        let pools = pools(&["any", "api", "wild", "api-v2"]);
         let routes = vec![
             route(None, "/", 0),
             route(Some(HostPattern::Exact("api.test".into())), "/", 1),

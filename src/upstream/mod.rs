@@ -5,6 +5,7 @@ pub mod backend;
 pub mod balancer;
 pub mod client;
 pub mod health;
+pub mod persistence;
 pub mod pool;
 
 pub use backend::{Backend, InFlight};

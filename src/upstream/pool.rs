@@ -1,10 +1,14 @@
 //! A pool: its backends, its balancer and its connection pool to the backends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use http::HeaderValue;
 
 use super::backend::Backend;
 use super::balancer::{self, Balancer, PickContext};
 use super::client::UpstreamClient;
+use super::persistence::StickyCookie;
 use crate::config::{self, BalancerKind, HashKey, UpstreamProtocol, UpstreamTimeouts};
 
 #[derive(Debug)]
@@ -21,10 +25,25 @@ pub struct Pool {
     balancer: Box<dyn Balancer>,
     /// One connection pool per backend, in the order of `backends`.
     clients: Vec<UpstreamClient>,
+    /// Cookie persistence, when the pool has `[pool.sticky]`.
+    pub sticky: Option<StickyCookie>,
+    /// Backend indexes by name, for sticky cookies.
+    by_name: HashMap<String, usize>,
+}
+
+/// The backend chosen for a request.
+pub struct Picked<'a> {
+    pub backend: &'a Arc<Backend>,
+    pub client: &'a UpstreamClient,
+    /// A `Set-Cookie` value for the response when the sticky choice is new or moved.
+    pub set_cookie: Option<HeaderValue>,
+    /// Whether a sticky cookie chose the backend.
+    pub sticky_hit: bool,
 }
 
 impl Pool {
-    pub fn new(spec: &config::Pool) -> Self {
+    /// Builds the pool; fails only when a sticky cookie key cannot be made.
+    pub fn new(spec: &config::Pool) -> Result<Self, String> {
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
@@ -37,7 +56,17 @@ impl Pool {
                 ))
             })
             .collect();
-        Self {
+        let sticky = match &spec.sticky {
+            Some(c) => Some(StickyCookie::new(&spec.name, c)?),
+            None => None,
+        };
+        let by_name = spec
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
+            .collect();
+        Ok(Self {
             name: spec.name.clone(),
             balancer_kind: spec.balancer,
             protocol: spec.protocol,
@@ -55,7 +84,9 @@ impl Pool {
                 .collect(),
             health: spec.health.clone(),
             backends,
-        }
+            sticky,
+            by_name,
+        })
     }
 
     /// The backend for the next request and its connections, or `None` when no backend is
@@ -63,5 +94,40 @@ impl Pool {
     pub fn pick(&self, ctx: &PickContext) -> Option<(&Arc<Backend>, &UpstreamClient)> {
         let i = self.balancer.pick(&self.backends, ctx)?;
         Some((self.backends.get(i)?, self.clients.get(i)?))
+    }
+
+    /// The backend for a request that carried sticky cookie value `cookie`: the backend the
+    /// cookie names while it is usable; otherwise the balancer's choice, with a new cookie.
+    pub fn pick_for(&self, ctx: &PickContext, cookie: Option<&[u8]>) -> Option<Picked<'_>> {
+        let Some(sticky) = &self.sticky else {
+            let (backend, client) = self.pick(ctx)?;
+            return Some(Picked {
+                backend,
+                client,
+                set_cookie: None,
+                sticky_hit: false,
+            });
+        };
+        let named = cookie
+            .and_then(|v| sticky.open(v))
+            .and_then(|name| self.by_name.get(&name).copied())
+            .filter(|&i| self.backends.get(i).is_some_and(|b| b.is_usable()));
+        if let Some(i) = named {
+            let (backend, client) = (self.backends.get(i)?, self.clients.get(i)?);
+            return Some(Picked {
+                backend,
+                client,
+                set_cookie: None,
+                sticky_hit: true,
+            });
+        }
+        let (backend, client) = self.pick(ctx)?;
+        let set_cookie = sticky.set_cookie(&backend.name);
+        Some(Picked {
+            backend,
+            client,
+            set_cookie,
+            sticky_hit: false,
+        })
     }
 }

@@ -5,6 +5,7 @@
 mod health;
 mod listener;
 mod pool;
+mod sticky;
 
 use std::collections::HashMap;
 use std::ops::Range;

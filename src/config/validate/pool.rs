@@ -85,6 +85,7 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|h| self.health(h))
                 .map(std::sync::Arc::new),
+            sticky: p.sticky.as_ref().and_then(|c| self.sticky(c)),
         }
     }
 
