@@ -79,6 +79,8 @@ pub struct FilePool {
     #[serde(default)]
     pub timeouts: FilePoolTimeouts,
     pub health: Option<FileHealth>,
+    pub outlier: Option<FileOutlier>,
+    pub slow_start: Option<Spanned<String>>,
     pub sticky: Option<FileSticky>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<FileBackend>,
@@ -116,6 +118,17 @@ pub struct FileBackend {
     pub name: Option<Spanned<String>>,
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
+    pub backup: Option<Spanned<bool>>,
+    pub drain: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

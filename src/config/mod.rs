@@ -189,6 +189,10 @@ pub struct Pool {
     pub hash: Option<HashPolicy>,
     /// Active health checks; `None` means every backend counts as healthy.
     pub health: Option<std::sync::Arc<HealthCheck>>,
+    /// Passive health checks; `None` means answers never eject a backend.
+    pub outlier: Option<OutlierDetection>,
+    /// How long a backend that comes back takes to ramp up to its full share; `None`: at once.
+    pub slow_start: Option<Duration>,
     /// Cookie persistence; `None` means every request is balanced afresh.
     pub sticky: Option<StickyCookieSpec>,
 }
@@ -242,6 +246,23 @@ pub struct Backend {
     pub address: SocketAddr,
     /// 0 takes no traffic (the backend stays configured); up to 1000.
     pub weight: u32,
+    /// Takes requests only while no primary (non-backup) backend of the pool is usable.
+    pub backup: bool,
+    /// Starts draining: no new requests until the drain ends.
+    pub drain: bool,
+}
+
+/// Outlier detection: answers that eject a backend for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Consecutive failures (connect failures, resets, timeouts, 5xx) that eject a backend.
+    pub consecutive_failures: u32,
+    /// The n-th ejection in a row lasts n times this, up to `max_ejection`.
+    pub base_ejection: Duration,
+    /// The longest ejection; at least `base_ejection`.
+    pub max_ejection: Duration,
+    /// The most backends of the pool ejected at once, in percent (at least one may be).
+    pub max_ejection_percent: u32,
 }
 
 /// A pool's sticky cookie.

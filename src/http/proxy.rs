@@ -20,7 +20,7 @@ use super::route::Router;
 use super::upgrade;
 use crate::config::{HashKey, UpstreamProtocol};
 use crate::upstream::balancer::{key_hash, PickContext};
-use crate::upstream::{Backend, Pool};
+use crate::upstream::{Backend, Outcome, Pool};
 
 /// What requests of one client connection share.
 #[derive(Debug)]
@@ -93,6 +93,7 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
     match client.send(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             backend.observe(started.elapsed());
+            pool.report(backend, Outcome::of_status(resp.status()));
             let mut resp = respond(resp, client_upgrade, in_flight, &pool, backend);
             if let Some(cookie) = set_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
@@ -103,6 +104,9 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
             // A failure counts as slow as the connect timeout, so latency-aware balancers
             // do not mistake a fast refusal for a fast backend.
             backend.observe(pool.timeouts.connect.max(started.elapsed()));
+            if let Some(outcome) = Outcome::of_error(&e) {
+                pool.report(backend, outcome);
+            }
             let status = e.status();
             warn!(pool = %pool.name, backend = %backend.name, status = status.as_u16(), reason = %e, "upstream request failed");
             error_response(status)

@@ -1,5 +1,6 @@
-//! A backend's live state: requests in flight and moving averages of its response time, kept in
-//! atomics so that balancers read them without locks.
+//! A backend's live state: requests in flight, moving averages of its response time, health
+//! (active checks), ejection (outlier detection), drain and slow start, kept in atomics so that
+//! balancers read them without locks.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -7,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
+
+use super::outlier::Ejection;
 
 /// How fast old latency samples fade: after this long without samples, an average counts about
 /// a third (1/e) as much, so a backend that was slow is tried again eventually.
@@ -19,7 +22,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+/// Nanoseconds since the process epoch: the clock of samples, ejections and slow start.
+pub(crate) fn now_ns() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -38,6 +42,14 @@ pub struct Backend {
     /// Nanoseconds since the process epoch of the last sample; 0 means none yet.
     last_sample: AtomicU64,
     health: Health,
+    /// A backup takes requests only while no primary backend of its pool is usable.
+    pub backup: bool,
+    /// Takes no new requests; those in flight finish.
+    draining: AtomicBool,
+    ejection: Ejection,
+    /// Nanoseconds since the epoch from which slow start ramps after an ejection or a drain
+    /// (health recoveries are in `Health::recovered_at`); 0 means never.
+    ramp_from: AtomicU64,
 }
 
 /// Health as active checks see it. Only the backend's checking task writes it.
@@ -48,6 +60,9 @@ pub struct Health {
     unchecked: AtomicBool,
     passes: AtomicU32,
     failures: AtomicU32,
+    /// When (nanoseconds since the epoch) checks last made the backend healthy again after it
+    /// had been found unhealthy; 0 when they never did (the first pass does not count).
+    recovered_at: AtomicU64,
 }
 
 impl Health {
@@ -57,6 +72,7 @@ impl Health {
             unchecked: AtomicBool::new(true),
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
+            recovered_at: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +92,9 @@ impl Health {
                 .fetch_add(1, Ordering::Relaxed)
                 .saturating_add(1);
             if !healthy && (first || passes >= rise) {
+                if !first {
+                    self.recovered_at.store(now_ns().max(1), Ordering::Relaxed);
+                }
                 self.healthy.store(true, Ordering::Relaxed);
                 return Some(true);
             }
@@ -115,16 +134,67 @@ impl Backend {
             peak_ns: AtomicU64::new(0f64.to_bits()),
             last_sample: AtomicU64::new(0),
             health: Health::new(healthy),
+            backup: false,
+            draining: AtomicBool::new(false),
+            ejection: Ejection::default(),
+            ramp_from: AtomicU64::new(0),
         }
+    }
+
+    /// The same backend, made a backup (or a primary).
+    pub fn with_backup(mut self, backup: bool) -> Self {
+        self.backup = backup;
+        self
     }
 
     pub fn health(&self) -> &Health {
         &self.health
     }
 
-    /// Whether the balancer may send new requests here: a weight above 0 and healthy.
+    pub fn ejection(&self) -> &Ejection {
+        &self.ejection
+    }
+
+    /// Whether new requests and sessions may go here: a weight above 0, healthy, not ejected
+    /// and not draining. Sticky sessions should ask `Pool::can_take`, which adds the rule for
+    /// backups.
     pub fn is_usable(&self) -> bool {
-        self.weight > 0 && self.health.is_healthy()
+        self.weight > 0
+            && self.health.is_healthy()
+            && !self.draining.load(Ordering::Relaxed)
+            && !self.ejection.is_ejected()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or ends draining: a draining backend gets no new requests, while those in flight
+    /// finish. Ending a drain starts slow start. Returns whether the state changed.
+    pub fn set_draining(&self, on: bool) -> bool {
+        let was = self.draining.swap(on, Ordering::Relaxed);
+        if was && !on {
+            self.ramp_from(now_ns());
+        }
+        was != on
+    }
+
+    /// Slow start ramps from `at` (nanoseconds since the epoch) unless a later start is known.
+    pub(crate) fn ramp_from(&self, at: u64) {
+        self.ramp_from.fetch_max(at.max(1), Ordering::Relaxed);
+    }
+
+    /// The share of its traffic the backend may take at `now` (nanoseconds since the epoch)
+    /// with a slow start of `window`: rising linearly from 0 when it last came back into
+    /// service to 1 after `window`; 1 when it never came back (it has served since the start).
+    pub fn slow_start_ratio(&self, window: Duration, now: u64) -> f64 {
+        let from = (self.ramp_from.load(Ordering::Relaxed))
+            .max(self.health.recovered_at.load(Ordering::Relaxed));
+        if from == 0 || window.is_zero() {
+            return 1.0;
+        }
+        let window = window.as_nanos() as f64;
+        (now.saturating_sub(from) as f64 / window).min(1.0)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -249,6 +319,37 @@ mod tests {
         assert!(
             e > 20.0 * ms && e < 30.0 * ms,
             "ewma moved 30% of the way: {e}"
+        );
+    }
+
+    #[test]
+    fn slow_start_begins_on_recovery_and_end_of_drain_not_at_the_first_check() {
+        let window = Duration::from_secs(100);
+        let far = now_ns() + 1_000_000_000_000;
+        let b = Backend::with_health("b".into(), "127.0.0.1:1".parse().unwrap(), 1, false);
+        assert_eq!(b.health().record(true, 2, 2), Some(true), "first pass");
+        assert_eq!(b.slow_start_ratio(window, 0), 1.0, "no ramp at the start");
+        b.health().record(false, 2, 1);
+        b.health().record(true, 1, 1);
+        let now = now_ns();
+        assert!(
+            b.slow_start_ratio(window, now) < 0.01,
+            "ramp from the recovery"
+        );
+        assert_eq!(b.slow_start_ratio(window, far), 1.0);
+        let d = Backend::new("d".into(), "127.0.0.1:1".parse().unwrap(), 1);
+        assert!(d.set_draining(true));
+        assert!(!d.is_usable() && d.is_draining());
+        assert_eq!(
+            d.slow_start_ratio(window, now_ns()),
+            1.0,
+            "draining is no ramp"
+        );
+        assert!(d.set_draining(false));
+        assert!(d.is_usable());
+        assert!(
+            d.slow_start_ratio(window, now_ns()) < 0.01,
+            "ramp from the end of the drain"
         );
     }
 }

@@ -5,9 +5,14 @@ pub mod backend;
 pub mod balancer;
 pub mod client;
 pub mod health;
+pub mod outlier;
 pub mod persistence;
 pub mod pool;
+pub mod replay;
+pub mod retry_budget;
+mod select;
 
 pub use backend::{Backend, InFlight};
 pub use client::{UpstreamClient, UpstreamError};
+pub use outlier::Outcome;
 pub use pool::Pool;

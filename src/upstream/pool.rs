@@ -1,4 +1,5 @@
-//! A pool: its backends, its balancer and its connection pool to the backends.
+//! A pool: its backends, its balancers (primaries and backups, with slow start), outlier
+//! detection, sticky cookies and its connection pool to the backends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,9 +7,11 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::backend::Backend;
-use super::balancer::{self, Balancer, PickContext};
+use super::balancer::PickContext;
 use super::client::UpstreamClient;
+use super::outlier::{Detector, Outcome};
 use super::persistence::StickyCookie;
+use super::select::Selector;
 use crate::config::{self, BalancerKind, HashKey, UpstreamProtocol, UpstreamTimeouts};
 
 #[derive(Debug)]
@@ -22,7 +25,10 @@ pub struct Pool {
     pub health: Option<Arc<config::HealthCheck>>,
     /// What the hashing balancers hash; `None` for the others.
     pub hash_key: Option<HashKey>,
-    balancer: Box<dyn Balancer>,
+    /// The balancer of the primaries and that of the backups, with slow start.
+    selector: Selector,
+    /// Passive health checks, when the pool has `[pool.outlier]`.
+    outlier: Option<Detector>,
     /// One connection pool per backend, in the order of `backends`.
     clients: Vec<UpstreamClient>,
     /// Cookie persistence, when the pool has `[pool.sticky]`.
@@ -48,12 +54,15 @@ impl Pool {
             .backends
             .iter()
             .map(|b| {
-                Arc::new(Backend::with_health(
+                let backend = Backend::with_health(
                     b.name.clone(),
                     b.address,
                     b.weight,
                     spec.health.as_ref().is_none_or(|h| h.initially_healthy),
-                ))
+                )
+                .with_backup(b.backup);
+                backend.set_draining(b.drain);
+                Arc::new(backend)
             })
             .collect();
         let sticky = match &spec.sticky {
@@ -72,11 +81,13 @@ impl Pool {
             protocol: spec.protocol,
             timeouts: spec.timeouts,
             hash_key: spec.hash.as_ref().map(|h| h.key.clone()),
-            balancer: balancer::build(
-                spec.balancer,
+            selector: Selector::new(
                 &backends,
+                spec.balancer,
                 spec.hash.as_ref().and_then(|h| h.bounded_load),
+                spec.slow_start,
             ),
+            outlier: spec.outlier.map(Detector::new),
             clients: spec
                 .backends
                 .iter()
@@ -92,12 +103,30 @@ impl Pool {
     /// The backend for the next request and its connections, or `None` when no backend is
     /// usable. `ctx` carries the request's hash for the hashing balancers.
     pub fn pick(&self, ctx: &PickContext) -> Option<(&Arc<Backend>, &UpstreamClient)> {
-        let i = self.balancer.pick(&self.backends, ctx)?;
+        if let Some(outlier) = &self.outlier {
+            outlier.sweep(&self.name, &self.backends);
+        }
+        let i = self.selector.pick(ctx)?;
         Some((self.backends.get(i)?, self.clients.get(i)?))
     }
 
+    /// Whether `backend` may take a new request or session now: usable (weight above 0,
+    /// healthy, not ejected, not draining) and, for a backup, no primary usable.
+    pub fn can_take(&self, backend: &Backend) -> bool {
+        backend.is_usable() && (!backend.backup || !self.selector.primary_usable())
+    }
+
+    /// Counts the outcome of a request to `backend` for outlier detection (a no-op without
+    /// `[pool.outlier]`).
+    pub fn report(&self, backend: &Arc<Backend>, outcome: Outcome) {
+        if let Some(outlier) = &self.outlier {
+            outlier.report(&self.name, &self.backends, backend, outcome);
+        }
+    }
+
     /// The backend for a request that carried sticky cookie value `cookie`: the backend the
-    /// cookie names while it is usable; otherwise the balancer's choice, with a new cookie.
+    /// cookie names while it can take it (`can_take`); otherwise the balancer's choice, with a
+    /// new cookie.
     pub fn pick_for(&self, ctx: &PickContext, cookie: Option<&[u8]>) -> Option<Picked<'_>> {
         let Some(sticky) = &self.sticky else {
             let (backend, client) = self.pick(ctx)?;
@@ -111,7 +140,7 @@ impl Pool {
         let named = cookie
             .and_then(|v| sticky.open(v))
             .and_then(|name| self.by_name.get(&name).copied())
-            .filter(|&i| self.backends.get(i).is_some_and(|b| b.is_usable()));
+            .filter(|&i| self.backends.get(i).is_some_and(|b| self.can_take(b)));
         if let Some(i) = named {
             let (backend, client) = (self.backends.get(i)?, self.clients.get(i)?);
             return Some(Picked {
@@ -131,3 +160,7 @@ impl Pool {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

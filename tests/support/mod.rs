@@ -457,3 +457,102 @@ pub async fn demo_backends<'a>(names: &[&'a str]) -> Vec<(&'a str, SocketAddr)> 
     }
     out
 }
+
+/// A backend with injectable faults: it answers every request with its current status (500
+/// plays a broken backend) and `x-backend: NAME`, counts the requests it answers, and can be
+/// stopped (listener and every open connection closed) and started again on its address.
+pub struct FaultyBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FaultyBackend {
+    /// Starts answering `status` on 127.0.0.1:0.
+    pub async fn start(name: &str, status: u16) -> FaultyBackend {
+        let mut b = FaultyBackend {
+            name: name.to_string(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            hits: Arc::default(),
+            status: Arc::new(std::sync::atomic::AtomicU16::new(status)),
+            task: None,
+        };
+        b.resume().await;
+        b
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The status of every answer from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every open connection: new connections are refused.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn resume(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let (name, hits, status) = (self.name.clone(), self.hits.clone(), self.status.clone());
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in the set, so aborting this task closes them all.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                while conns.try_join_next().is_some() {}
+                let (name, hits, status) = (name.clone(), hits.clone(), status.clone());
+                let service = hyper::service::service_fn(move |_req| {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let code = status.load(std::sync::atomic::Ordering::SeqCst);
+                    let resp = http::Response::builder()
+                        .status(code)
+                        .header("x-backend", name.as_str())
+                        .body(Full::new(Bytes::from(format!("{code} from {name}\n"))));
+                    async move { resp }
+                });
+                conns.spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        }));
+    }
+}
+
+impl Drop for FaultyBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends GETs for `/` one by one (bounded by `WAIT`, pausing 10 ms after an answer that does
+/// not match) until `run` answers in a row satisfy `pred`; returns every answer.
+pub async fn until_run(conn: &mut Conn, run: usize, pred: impl Fn(&Answer) -> bool) -> Vec<Answer> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut answers = Vec::new();
+    let mut matched = 0;
+    while matched < run {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run of {run} matching answers within {WAIT:?}"
+        );
+        let ans = conn.get("localhost", "/").await;
+        matched = if pred(&ans) { matched + 1 } else { 0 };
+        answers.push(ans);
+        if matched == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    answers
+}

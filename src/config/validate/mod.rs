@@ -4,6 +4,7 @@
 
 mod health;
 mod listener;
+mod outlier;
 mod pool;
 mod sticky;
 

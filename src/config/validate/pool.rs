@@ -72,6 +72,7 @@ impl Validator<'_> {
                 self.err(span, format!("duplicate backend name `{}` in pool `{}`", b.name, p.name.get_ref()), "expected each backend of a pool to have its own name (it defaults to the address)");
             }
         }
+        self.some_primary(p, &backends);
         Pool {
             name: p.name.get_ref().clone(),
             balancer,
@@ -85,6 +86,8 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|h| self.health(h))
                 .map(std::sync::Arc::new),
+            outlier: p.outlier.as_ref().map(|o| self.outlier(o)),
+            slow_start: self.slow_start(p),
             sticky: p.sticky.as_ref().and_then(|c| self.sticky(c)),
         }
     }
@@ -109,6 +112,8 @@ impl Validator<'_> {
             name,
             address,
             weight,
+            backup: b.backup.as_ref().is_some_and(|v| *v.get_ref()),
+            drain: b.drain.as_ref().is_some_and(|v| *v.get_ref()),
         }
     }
 

@@ -1,0 +1,148 @@
+//! A request body that can be sent again: it streams the client's body to the backend as it
+//! arrives, keeping a copy of the first bytes, so a retry can replay what an earlier attempt
+//! sent. Past the copy limit the body is streamed only and a retry that would need it is refused.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Most bytes of a request body kept for replay.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Shared {
+    incoming: Option<Incoming>,
+    /// Frames read so far, while they fit in `REPLAY_LIMIT`.
+    recorded: Vec<Frame<Bytes>>,
+    recorded_bytes: usize,
+    /// False once a frame was passed on without being kept.
+    complete_copy: bool,
+    /// Any frame was read from the client.
+    started: bool,
+    ended: bool,
+}
+
+/// One attempt's view of the shared request body.
+#[derive(Debug)]
+pub struct ReplayBody {
+    shared: Arc<Mutex<Shared>>,
+    /// Index of the next recorded frame this attempt replays.
+    cursor: usize,
+}
+
+fn copy_frame(f: &Frame<Bytes>) -> Option<Frame<Bytes>> {
+    if let Some(d) = f.data_ref() {
+        return Some(Frame::data(d.clone()));
+    }
+    f.trailers_ref().map(|t| Frame::trailers(t.clone()))
+}
+
+impl ReplayBody {
+    pub fn new(incoming: Incoming) -> Self {
+        let ended = incoming.is_end_stream();
+        Self {
+            shared: Arc::new(Mutex::new(Shared {
+                incoming: Some(incoming),
+                recorded: Vec::new(),
+                recorded_bytes: 0,
+                complete_copy: true,
+                started: false,
+                ended,
+            })),
+            cursor: 0,
+        }
+    }
+
+    /// A body for another attempt, replaying from the start; `None` when what an earlier
+    /// attempt read can no longer be replayed.
+    pub fn again(&self) -> Option<Self> {
+        let shared = self.shared.lock().ok()?;
+        shared.complete_copy.then(|| Self {
+            shared: self.shared.clone(),
+            cursor: 0,
+        })
+    }
+
+    /// Whether no byte of the body has been read from the client yet.
+    pub fn untouched(&self) -> bool {
+        self.shared.lock().map(|s| !s.started).unwrap_or(false)
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        // A poisoned lock means another attempt panicked; end this body rather than panic.
+        let Ok(mut shared) = this.shared.lock() else {
+            return Poll::Ready(None);
+        };
+        if let Some(frame) = shared.recorded.get(this.cursor).and_then(copy_frame) {
+            this.cursor += 1;
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if shared.ended {
+            return Poll::Ready(None);
+        }
+        let Some(incoming) = shared.incoming.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(incoming).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                shared.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                shared.ended = true;
+                shared.complete_copy = false;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                shared.started = true;
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                if shared.complete_copy && shared.recorded_bytes + len <= REPLAY_LIMIT {
+                    if let Some(copy) = copy_frame(&frame) {
+                        shared.recorded.push(copy);
+                        shared.recorded_bytes += len;
+                        this.cursor = shared.recorded.len();
+                    }
+                } else {
+                    shared.complete_copy = false;
+                    shared.recorded.clear();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared
+            .lock()
+            .map(|s| s.ended && self.cursor >= s.recorded.len())
+            .unwrap_or(true)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.shared.lock() {
+            Ok(s) if s.ended && s.complete_copy => {
+                let left: usize = s.recorded[self.cursor.min(s.recorded.len())..]
+                    .iter()
+                    .map(|f| f.data_ref().map_or(0, Bytes::len))
+                    .sum();
+                SizeHint::with_exact(left as u64)
+            }
+            Ok(s) => s.incoming.as_ref().map(Body::size_hint).unwrap_or_default(),
+            Err(_) => SizeHint::default(),
+        }
+    }
+}
