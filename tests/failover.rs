@@ -58,8 +58,9 @@ async fn a_backend_answering_500_is_ejected_and_traffic_moves_to_the_healthy_one
 async fn a_backend_on_a_closed_port_is_ejected_after_its_connect_failures() {
     let dead = closed_port().await;
     let good = FaultyBackend::start("good", 200).await;
+    // Retries off, so the client sees each refused connect that counts toward the ejection.
     let pool = format!(
-        "[pool.outlier]\nconsecutive_failures = 2\n{}",
+        "[pool.outlier]\nconsecutive_failures = 2\n[pool.retry]\nattempts = 0\n{}",
         backends(&[("dead", dead, ""), ("good", good.addr, "")])
     );
     let f = fixture(&pool).await;
@@ -74,6 +75,23 @@ async fn a_backend_on_a_closed_port_is_ejected_after_its_connect_failures() {
     assert_eq!(count(&answers, 502, ""), 2);
     assert_eq!(count(&answers, 200, "good"), 18);
     assert_eq!(good.hits(), 18);
+}
+
+#[tokio::test]
+async fn with_retries_a_dead_backend_costs_clients_nothing() {
+    let dead = closed_port().await;
+    let good = FaultyBackend::start("good", 200).await;
+    // Default retries: each refused connect is retried on `good`, and after two of them
+    // `dead` is ejected, so later requests go straight to `good`.
+    let pool = format!(
+        "[pool.outlier]\nconsecutive_failures = 2\n{}",
+        backends(&[("dead", dead, ""), ("good", good.addr, "")])
+    );
+    let f = fixture(&pool).await;
+    let mut conn = f.conn(&["http/1.1"]).await;
+    let answers = gets(&mut conn, 20).await;
+    assert_eq!(count(&answers, 200, "good"), 20, "{answers:?}");
+    assert_eq!(good.hits(), 20);
 }
 
 /// Makes `flaky` answer 500 until it is ejected (2 failures in a row) and 200 after; returns

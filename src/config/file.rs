@@ -82,6 +82,8 @@ pub struct FilePool {
     pub outlier: Option<FileOutlier>,
     pub slow_start: Option<Spanned<String>>,
     pub sticky: Option<FileSticky>,
+    #[serde(default)]
+    pub retry: FileRetry,
     #[serde(default, rename = "backend")]
     pub backends: Vec<FileBackend>,
 }
@@ -142,4 +144,12 @@ pub struct FileSticky {
     pub http_only: Option<bool>,
     pub same_site: Option<Spanned<String>>,
     pub max_age: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    pub attempts: Option<Spanned<i64>>,
+    pub budget_percent: Option<Spanned<i64>>,
+    pub budget_floor: Option<Spanned<i64>>,
 }

@@ -195,6 +195,7 @@ pub struct Pool {
     pub slow_start: Option<Duration>,
     /// Cookie persistence; `None` means every request is balanced afresh.
     pub sticky: Option<StickyCookieSpec>,
+    pub retry: RetryPolicy,
 }
 
 /// How a pool's backends are checked.
@@ -284,4 +285,15 @@ pub enum SameSite {
     Lax,
     Strict,
     None,
+}
+
+/// When a failed request is sent to another backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries per request after the first attempt (0 turns retries off).
+    pub attempts: u32,
+    /// Retries may add this share (percent) of the pool's requests of the last 10 s ...
+    pub budget_percent: u32,
+    /// ... plus this many, whatever the traffic.
+    pub budget_floor: u32,
 }

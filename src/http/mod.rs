@@ -1,10 +1,13 @@
 //! The HTTP side of a listener: hyper's server (HTTP/1.1 or HTTP/2 by ALPN), routing, header
 //! rewriting and the answers terminus writes itself.
 
+mod attempt;
 mod body;
 mod error;
 pub mod headers;
 mod proxy;
+mod request_key;
+mod rewrite;
 pub mod route;
 mod server;
 mod upgrade;

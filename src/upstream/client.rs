@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+
+use super::replay::ReplayBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -18,7 +20,7 @@ use crate::config::{self, UpstreamProtocol};
 /// backends get it as `:authority`); the connector ignores it and dials the backend.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<BackendConnector, Incoming>,
+    client: Client<BackendConnector, ReplayBody>,
     response_timeout: Duration,
 }
 
@@ -70,6 +72,26 @@ impl UpstreamError {
         match self {
             Self::ConnectTimeout | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the request may go to another backend: always when nothing was sent (the
+    /// connection failed), and for idempotent methods when the connection broke before any
+    /// response byte. Never after a timeout or an invalid answer.
+    pub fn safe_to_retry(&self, method: &http::Method) -> bool {
+        use http::Method;
+        match self {
+            Self::Refused | Self::ConnectTimeout | Self::Connect(_) => true,
+            Self::Reset | Self::Closed => matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
+            ),
+            _ => false,
         }
     }
 
@@ -142,7 +164,10 @@ impl UpstreamClient {
     }
 
     /// Sends a request and waits for the response headers.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<ReplayBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Err(e)) => Err(UpstreamError::classify(&e)),

@@ -11,6 +11,7 @@ use super::balancer::PickContext;
 use super::client::UpstreamClient;
 use super::outlier::{Detector, Outcome};
 use super::persistence::StickyCookie;
+use super::retry_budget::RetryBudget;
 use super::select::Selector;
 use crate::config::{self, BalancerKind, HashKey, UpstreamProtocol, UpstreamTimeouts};
 
@@ -35,6 +36,8 @@ pub struct Pool {
     pub sticky: Option<StickyCookie>,
     /// Backend indexes by name, for sticky cookies.
     by_name: HashMap<String, usize>,
+    pub retry: config::RetryPolicy,
+    pub retry_budget: RetryBudget,
 }
 
 /// The backend chosen for a request.
@@ -97,6 +100,8 @@ impl Pool {
             backends,
             sticky,
             by_name,
+            retry: spec.retry,
+            retry_budget: RetryBudget::new(spec.retry.budget_percent, spec.retry.budget_floor),
         })
     }
 
@@ -107,6 +112,24 @@ impl Pool {
             outlier.sweep(&self.name, &self.backends);
         }
         let i = self.selector.pick(ctx)?;
+        Some((self.backends.get(i)?, self.clients.get(i)?))
+    }
+
+    /// A backend for a retry: one the balancer picks (without the request's hash, so a
+    /// hashing pool does not pick the same one again) that is not in `tried`, else any that
+    /// can take the request. `tried` holds `Arc::as_ptr` addresses of backends.
+    pub fn pick_retry(&self, tried: &[usize]) -> Option<(&Arc<Backend>, &UpstreamClient)> {
+        let untried = |b: &Arc<Backend>| !tried.contains(&(Arc::as_ptr(b) as usize));
+        let ctx = PickContext::default();
+        for _ in 0..=self.backends.len() {
+            match self.pick(&ctx) {
+                Some((b, c)) if untried(b) => return Some((b, c)),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+        let i = (0..self.backends.len())
+            .find(|&i| untried(&self.backends[i]) && self.can_take(&self.backends[i]))?;
         Some((self.backends.get(i)?, self.clients.get(i)?))
     }
 

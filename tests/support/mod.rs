@@ -92,6 +92,11 @@ impl Drop for InProcess {
 
 /// Writes `config` to `dir/terminus.toml`, validates it and serves it in this process.
 pub async fn start(dir: &Path, config: &str) -> InProcess {
+    // Terminus's logs show with RUST_LOG=... (e.g. `RUST_LOG=terminus=debug cargo test`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let path = dir.join("terminus.toml");
     std::fs::write(&path, config).unwrap();
     let config =

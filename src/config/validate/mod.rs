@@ -143,6 +143,21 @@ impl Validator<'_> {
         }
     }
 
+    /// An optional integer in `min..=max`, or `default` when absent (or out of range, which
+    /// is reported).
+    fn int_or(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        min: i64,
+        max: i64,
+        key: &str,
+        default: u32,
+    ) -> u32 {
+        v.as_ref()
+            .and_then(|v| self.int_in(v, min, max, key))
+            .map_or(default, |n| n as u32)
+    }
+
     fn int_in(&mut self, v: &Spanned<i64>, min: i64, max: i64, key: &str) -> Option<i64> {
         let n = *v.get_ref();
         if (min..=max).contains(&n) {

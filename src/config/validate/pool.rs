@@ -89,6 +89,11 @@ impl Validator<'_> {
             outlier: p.outlier.as_ref().map(|o| self.outlier(o)),
             slow_start: self.slow_start(p),
             sticky: p.sticky.as_ref().and_then(|c| self.sticky(c)),
+            retry: RetryPolicy {
+                attempts: self.int_or(&p.retry.attempts, 0, 10, "attempts", 2),
+                budget_percent: self.int_or(&p.retry.budget_percent, 0, 100, "budget_percent", 20),
+                budget_floor: self.int_or(&p.retry.budget_floor, 0, 10_000, "budget_floor", 10),
+            },
         }
     }
 
