@@ -95,6 +95,11 @@ impl Server {
         })
     }
 
+    /// The pools, with their backends' live state (shared with the running server).
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
     /// Each listener's name and the address it is bound to (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners

@@ -8,9 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
 #[test]
 fn embedded_default_rotates_over_three_demo_backends() {
@@ -54,35 +51,6 @@ fn embedded_default_rotates_over_three_demo_backends() {
         rest.contains(&format!("curl -k https://localhost:{}/", addr.port())),
         "{rest}"
     );
-}
-
-/// A backend that reports each request's arrival and answers "done" only when released.
-async fn gated_backend() -> (std::net::SocketAddr, mpsc::Receiver<oneshot::Sender<()>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let (release_tx, release_rx) = oneshot::channel();
-                let _ = tx.send(release_tx).await;
-                let _ = release_rx.await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
-                    .await;
-            });
-        }
-    });
-    (addr, rx)
 }
 
 fn write_config(

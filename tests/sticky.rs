@@ -104,6 +104,9 @@ async fn forged_cookies_are_ignored() {
     }
     // Forged names did not steer: round-robin alternated regardless.
     assert_eq!(seen, ["a", "b", "a", "b", "a", "b", "a", "b"]);
+    // Each was counted as rejected, never an error page.
+    let sticky = f.terminus.pools[0].sticky.as_ref().unwrap();
+    assert_eq!(sticky.rejected(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,3 +122,29 @@ fn health_defaults() {
         matches!(&h.probe, super::HealthProbe::Http { path, status, .. } if path == "/" && *status == (200..=399))
     );
 }
+
+fn with_pool_table(table: &str, keys: &str) -> String {
+    BASE.replace(
+        "name = \"app\"\n",
+        &format!("name = \"app\"\n[pool.{table}]\n{keys}\n"),
+    )
+}
+
+#[test]
+fn sticky_and_retry_tables_are_validated() {
+    let cases = [
+        ("sticky", "key = \"c2hvcnQ=\"", "t.toml:15:7: the cookie key is not 32 bytes of base64; expected 32 random bytes in base64"),
+        ("sticky", "cookie = \"a b\"", "t.toml:15:10: `a b` is not a cookie name"),
+        ("sticky", "same_site = \"sometimes\"", "t.toml:15:13: unknown same_site `sometimes`; expected \"lax\", \"strict\" or \"none\""),
+        ("sticky", "key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\nkey_file = \"k\"", "t.toml:16:12: both `key` and `key_file` are set"),
+        ("sticky", "key_file = \"missing.key\"", "t.toml:15:12: cannot read missing.key"),
+        ("sticky", "max_age = \"forever\"", "t.toml:15:11: `forever` is not a duration"),
+        ("retry", "attempts = 11", "t.toml:15:12: attempts = 11 is out of range; expected an integer from 0 to 10"),
+        ("retry", "budget_percent = 101", "t.toml:15:18: budget_percent = 101 is out of range"),
+    ];
+    for (table, keys, want) in cases {
+        let e = errors(&with_pool_table(table, keys));
+        assert_eq!(e.len(), 1, "{keys}: {e:?}");
+        assert!(e[0].starts_with(want), "{keys}: {e:?}");
+    }
+}

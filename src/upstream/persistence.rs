@@ -2,6 +2,8 @@
 //! AES-256-GCM so the client can neither read backend names or addresses nor forge a choice.
 //! The pool's name is bound in as associated data, so one pool's cookie means nothing to another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -22,6 +24,8 @@ pub struct StickyCookie {
     pool: String,
     /// `; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=3600`, built once.
     attributes: String,
+    /// Cookies that did not open (forged, corrupted, from another key or pool).
+    rejected: AtomicU64,
 }
 
 impl std::fmt::Debug for StickyCookie {
@@ -65,6 +69,7 @@ impl StickyCookie {
             key: LessSafeKey::new(unbound),
             pool: pool.to_string(),
             attributes,
+            rejected: AtomicU64::new(0),
         })
     }
 
@@ -102,6 +107,21 @@ impl StickyCookie {
             .open_in_place(nonce, Aad::from(self.pool.as_bytes()), &mut sealed)
             .ok()?;
         String::from_utf8(plain.to_vec()).ok()
+    }
+
+    /// Opens a cookie a client sent; one that does not open is counted and treated as absent.
+    pub fn open_counted(&self, value: &[u8]) -> Option<String> {
+        let name = self.open(value);
+        if name.is_none() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pool = %self.pool, "sticky cookie ignored: it does not open");
+        }
+        name
+    }
+
+    /// How many cookies clients sent that did not open.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// A `Set-Cookie` value sending the client to `backend`.

@@ -161,7 +161,7 @@ impl Pool {
             });
         };
         let named = cookie
-            .and_then(|v| sticky.open(v))
+            .and_then(|v| sticky.open_counted(v))
             .and_then(|name| self.by_name.get(&name).copied())
             .filter(|&i| self.backends.get(i).is_some_and(|b| self.can_take(b)));
         if let Some(i) = named {

@@ -67,6 +67,8 @@ pub async fn closed_port() -> SocketAddr {
 /// Terminus running in this process.
 pub struct InProcess {
     pub addrs: HashMap<String, SocketAddr>,
+    /// The running server's pools, to read or change backend state as an operator would.
+    pub pools: Vec<Arc<terminus::upstream::Pool>>,
     stop: Option<oneshot::Sender<()>>,
     pub done: Option<tokio::task::JoinHandle<()>>,
 }
@@ -103,12 +105,14 @@ pub async fn start(dir: &Path, config: &str) -> InProcess {
         terminus::config::load_file(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}"));
     let server = terminus::Server::bind(&config).await.unwrap();
     let addrs = server.local_addrs().into_iter().collect();
+    let pools = server.pools().to_vec();
     let (tx, rx) = oneshot::channel();
     let done = tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
     InProcess {
         addrs,
+        pools,
         stop: Some(tx),
         done: Some(done),
     }
@@ -560,4 +564,37 @@ pub async fn until_run(conn: &mut Conn, run: usize, pred: impl Fn(&Answer) -> bo
         }
     }
     answers
+}
+
+/// A backend that reports each request's arrival and answers "done" only when released.
+pub async fn gated_backend() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let (release_tx, release_rx) = oneshot::channel();
+                let _ = tx.send(release_tx).await;
+                let _ = release_rx.await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
 }
