@@ -1,10 +1,10 @@
 //! `least-connections`: the backend with the fewest requests in flight per unit of weight;
 //! ties go round-robin.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use super::{rotated, Balancer, PickContext};
+use super::{next_usable, rotated, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -17,7 +17,8 @@ impl Balancer for LeastConnections {
         if backends.is_empty() {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Ties go to the first usable backend in rotation.
+        let start = next_usable(&self.next, backends)?;
         let mut best: Option<usize> = None;
         for i in rotated(backends.len(), start) {
             let b = &backends[i];

@@ -10,6 +10,7 @@ mod ring_hash;
 mod round_robin;
 mod weighted_round_robin;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::backend::Backend;
@@ -71,6 +72,33 @@ fn rotated(len: usize, start: usize) -> impl Iterator<Item = usize> {
     (0..len).map(move |i| (start + i) % len)
 }
 
+/// The next usable backend in rotation: one turn of the counter per pick. When the turn's
+/// backend is unusable, its turn goes to another (see `spill`), so its share spreads evenly
+/// over the others instead of all going to the next one in order.
+fn next_usable(counter: &AtomicUsize, backends: &[Arc<Backend>]) -> Option<usize> {
+    let len = backends.len();
+    if len == 0 {
+        return None;
+    }
+    let turn = counter.fetch_add(1, Ordering::Relaxed);
+    let usable = |i: usize| backends[i].is_usable();
+    if usable(turn % len) {
+        return Some(turn % len);
+    }
+    spill(turn, len, usable)
+}
+
+/// For `turn` of a rotation over `len` slots whose slot is unusable: the k-th usable slot,
+/// with k moving on each cycle (`turn / len`), so over the cycles an unusable slot's turns
+/// visit every usable slot alike. `None` when no slot is usable.
+fn spill(turn: usize, len: usize, usable: impl Fn(usize) -> bool) -> Option<usize> {
+    let count = (0..len).filter(|&i| usable(i)).count();
+    if count == 0 {
+        return None;
+    }
+    (0..len).filter(|&i| usable(i)).nth((turn / len) % count)
+}
+
 #[cfg(test)]
 mod hashing_tests;
 
@@ -108,6 +136,28 @@ pub(crate) mod test_support {
                 let empty = build(kind, &[], Some(1.25));
                 assert_eq!(empty.pick(&[], &ctx), None, "{kind:?} empty");
             }
+        }
+    }
+
+    #[test]
+    fn an_unusable_backends_share_spreads_evenly() {
+        // The middle one of three equal backends fails its health check: the other two split
+        // its share.
+        let bs = backends(&[1, 1, 1]);
+        assert_eq!(bs[1].health().record(false, 1, 1), Some(false));
+        for kind in [
+            BalancerKind::RoundRobin,
+            BalancerKind::WeightedRoundRobin,
+            BalancerKind::LeastConnections,
+            BalancerKind::LeastResponseTime,
+        ] {
+            let c = counts(build(kind, &bs, None).as_ref(), &bs, 3000);
+            assert_eq!(c, vec![1500, 0, 1500], "{kind:?}");
+        }
+        for kind in [BalancerKind::Performance, BalancerKind::Random] {
+            let c = counts(build(kind, &bs, None).as_ref(), &bs, 3000);
+            // Binomial(3000, 1/2): six standard deviations are about 164.
+            assert!(c[0].abs_diff(1500) < 164 && c[1] == 0, "{kind:?}: {c:?}");
         }
     }
 

@@ -9,13 +9,21 @@ use crate::upstream::backend::Backend;
 #[derive(Debug, Default)]
 pub struct Performance;
 
-/// The first usable backend at or after a random position.
+/// A usable backend at random (other than `skip`).
+///
+/// Random draws first, so every usable backend is equally likely (a scan from a random start
+/// would favour the backend after an unusable one); a scan only when the draws all miss.
 fn random_usable(backends: &[Arc<Backend>], skip: Option<usize>) -> Option<usize> {
     let len = backends.len();
+    let fits = |i: usize| Some(i) != skip && backends[i].is_usable();
+    if let Some(i) = (0..2 * len)
+        .map(|_| fastrand::usize(..len))
+        .find(|&i| fits(i))
+    {
+        return Some(i);
+    }
     let start = fastrand::usize(..len);
-    (0..len)
-        .map(|i| (start + i) % len)
-        .find(|&i| Some(i) != skip && backends[i].is_usable())
+    (0..len).map(|i| (start + i) % len).find(|&i| fits(i))
 }
 
 /// Lower is better. Unsampled backends score by load alone, so they are tried.

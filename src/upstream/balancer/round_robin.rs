@@ -1,9 +1,9 @@
 //! `round-robin`: each usable backend in turn, ignoring weights.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use super::{rotated, Balancer, PickContext};
+use super::{next_usable, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug, Default)]
@@ -13,11 +13,7 @@ pub struct RoundRobin {
 
 impl Balancer for RoundRobin {
     fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
-        if backends.is_empty() {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        rotated(backends.len(), start).find(|&i| backends[i].is_usable())
+        next_usable(&self.next, backends)
     }
 }
 

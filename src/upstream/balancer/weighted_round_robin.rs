@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{Balancer, PickContext};
+use super::{spill, Balancer, PickContext};
 use crate::upstream::backend::Backend;
 
 #[derive(Debug)]
@@ -59,10 +59,20 @@ impl Balancer for WeightedRoundRobin {
         if len == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..len)
-            .map(|i| self.sequence[(start + i) % len] as usize)
-            .find(|&i| backends.get(i).is_some_and(|b| b.is_usable()))
+        let usable = |slot: usize| {
+            backends
+                .get(self.sequence[slot] as usize)
+                .is_some_and(|b| b.is_usable())
+        };
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        // An unusable backend's slot goes to another usable slot of the sequence, a different
+        // one each cycle, so the others share its turns in their weights' proportions.
+        let slot = if usable(turn % len) {
+            turn % len
+        } else {
+            spill(turn, len, usable)?
+        };
+        Some(self.sequence[slot] as usize)
     }
 }
 
