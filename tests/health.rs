@@ -79,6 +79,8 @@ async fn http_check_holds_backends_to_status_and_body() {
         ("path = \"/\"\nexpect_body = \"Hello from a\"", 200),
         ("path = \"/\"\nexpect_body = \"not there\"", 503),
         ("path = \"/status/204\"\nexpect_status = \"204\"", 200),
+        // Only the first 64 KiB of a long body are read, and the text is found there.
+        ("path = \"/bytes/200000\"\nexpect_body = \"xxxx\"", 200),
     ];
     for (keys, want) in cases {
         let check = format!("check = \"http\"\ninterval = \"50ms\"\nrise = 1\nfall = 1\n{keys}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -121,12 +121,8 @@ async fn probe(backend: &Backend, probe: &HealthProbe) -> Result<(), String> {
                 ));
             }
             let Some(expected) = body else { return Ok(()) };
-            let bytes = Limited::new(resp.into_body(), BODY_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            if bytes
+            let head = body_head(resp.into_body()).await?;
+            if head
                 .windows(expected.len().max(1))
                 .any(|w| w == expected.as_bytes())
             {
@@ -136,6 +132,22 @@ async fn probe(backend: &Backend, probe: &HealthProbe) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The first `BODY_LIMIT` bytes of a check's answer; the rest is not read.
+async fn body_head(mut body: hyper::body::Incoming) -> Result<Vec<u8>, String> {
+    let mut head = Vec::new();
+    while head.len() < BODY_LIMIT {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| format!("body: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            let room = BODY_LIMIT - head.len();
+            head.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(head)
 }
 
 /// A TLS client for handshake checks, built once. The check proves the backend completes a
