@@ -15,16 +15,8 @@ impl Validator<'_> {
         let interval = self.duration(&h.interval, Duration::from_secs(5));
         let timeout = self.duration(&h.timeout, Duration::from_secs(2));
         let jitter = self.duration(&h.jitter, interval / 10);
-        let rise = h
-            .rise
-            .as_ref()
-            .and_then(|v| self.int_in(v, 1, 100, "rise"))
-            .unwrap_or(2) as u32;
-        let fall = h
-            .fall
-            .as_ref()
-            .and_then(|v| self.int_in(v, 1, 100, "fall"))
-            .unwrap_or(3) as u32;
+        let rise = self.int_or(&h.rise, 1, 100, "rise", 2);
+        let fall = self.int_or(&h.fall, 1, 100, "fall", 3);
         let initially_healthy = match h.initial.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
             None | Some(("unhealthy", _)) => false,
             Some(("healthy", _)) => true,

@@ -9,11 +9,8 @@ use crate::config::{Backend, OutlierDetection};
 
 impl Validator<'_> {
     pub(super) fn outlier(&mut self, o: &FileOutlier) -> OutlierDetection {
-        let consecutive_failures = o
-            .consecutive_failures
-            .as_ref()
-            .and_then(|v| self.int_in(v, 1, 1000, "consecutive_failures"))
-            .unwrap_or(5) as u32;
+        let consecutive_failures =
+            self.int_or(&o.consecutive_failures, 1, 1000, "consecutive_failures", 5);
         let base_ejection = self.duration(&o.base_ejection, Duration::from_secs(30));
         let default_max = Duration::from_secs(300).max(base_ejection);
         let mut max_ejection = self.duration(&o.max_ejection, default_max);
@@ -30,11 +27,8 @@ impl Validator<'_> {
                 max_ejection = base_ejection;
             }
         }
-        let max_ejection_percent = o
-            .max_ejection_percent
-            .as_ref()
-            .and_then(|v| self.int_in(v, 1, 100, "max_ejection_percent"))
-            .unwrap_or(50) as u32;
+        let max_ejection_percent =
+            self.int_or(&o.max_ejection_percent, 1, 100, "max_ejection_percent", 50);
         OutlierDetection {
             consecutive_failures,
             base_ejection,

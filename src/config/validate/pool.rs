@@ -104,11 +104,7 @@ impl Validator<'_> {
         let address = self
             .backend_address(&b.address)
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        let weight = b
-            .weight
-            .as_ref()
-            .and_then(|w| self.int_in(w, 0, 1000, "weight"))
-            .unwrap_or(1) as u32;
+        let weight = self.int_or(&b.weight, 0, 1000, "weight", 1);
         let name = b
             .name
             .as_ref()
