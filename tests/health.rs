@@ -110,16 +110,21 @@ async fn tcp_and_tls_checks_need_a_listener() {
 }
 
 #[tokio::test]
-async fn tls_check_passes_on_a_tls_backend() {
-    // Terminus itself is a TLS server: check it from a second terminus.
+async fn tls_and_https_checks_pass_on_a_tls_backend() {
+    // Terminus itself is a TLS server: check it from a second terminus. Its answers come from
+    // the demo backend behind it, so an https check sees the demo backend's statuses.
     let a = demo_backend("a", Duration::ZERO).await;
     let front = fixture(&backend_lines(&[("a", a)])).await;
     let tls_backend = front.terminus.addr("https");
-    let check = "check = \"tls\"\nserver_name = \"localhost\"\ninterval = \"50ms\"";
-    // The checked pool's only backend speaks TLS; traffic is not sent there in this test, the
-    // answers come from terminus's own 503 until the check passes, then from a 502 (plain
-    // HTTP to a TLS port) — what matters is that the backend became usable.
-    let f = fixture(&health_pool(&[("front", tls_backend)], check)).await;
-    let mut conn = f.conn(&["http/1.1"]).await;
-    until_window(&mut conn, 3, |ans| ans.status != 503).await;
+    let checks = [
+        "check = \"tls\"\nserver_name = \"localhost\"",
+        "check = \"https\"\nserver_name = \"localhost\"\nhost = \"localhost\"\nexpect_body = \"Hello from a\"",
+        "check = \"https\"\npath = \"/status/418\"\nexpect_status = \"418\"",
+    ];
+    for check in checks {
+        let check = format!("{check}\ninterval = \"50ms\"");
+        let f = fixture(&health_pool(&[("front", tls_backend)], &check)).await;
+        let backend = f.terminus.pools[0].backends[0].clone();
+        wait_until(|| backend.health().is_healthy()).await;
+    }
 }

@@ -218,14 +218,8 @@ pub struct HealthCheck {
 pub enum HealthProbe {
     /// A TCP connection is accepted.
     Tcp,
-    /// An HTTP/1.1 request gets a status in `status` (and a body containing `body`).
-    Http {
-        method: http::Method,
-        path: String,
-        host: Option<String>,
-        status: std::ops::RangeInclusive<u16>,
-        body: Option<String>,
-    },
+    /// An HTTP/1.1 request (over TLS for `https`) passes.
+    Http(HttpProbe),
     /// A TLS handshake completes (the certificate is not verified). Without a server name
     /// no SNI is sent.
     Tls { server_name: Option<String> },
@@ -296,4 +290,19 @@ pub struct RetryPolicy {
     pub budget_percent: u32,
     /// ... plus this many, whatever the traffic.
     pub budget_floor: u32,
+}
+
+/// An HTTP health check: the request sent and the answer that passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub method: http::Method,
+    pub path: String,
+    pub host: Option<String>,
+    /// Statuses that pass.
+    pub status: std::ops::RangeInclusive<u16>,
+    /// Text the first 64 KiB of the body must contain.
+    pub body: Option<String>,
+    /// Over TLS (`https`), sending `server_name` as SNI if set; the certificate is not verified.
+    pub tls: bool,
+    pub server_name: Option<String>,
 }

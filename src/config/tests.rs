@@ -119,7 +119,7 @@ fn health_defaults() {
     assert_eq!(h.jitter, std::time::Duration::from_millis(500));
     assert_eq!((h.rise, h.fall, h.initially_healthy), (2, 3, false));
     assert!(
-        matches!(&h.probe, super::HealthProbe::Http { path, status, .. } if path == "/" && *status == (200..=399))
+        matches!(&h.probe, super::HealthProbe::Http(p) if p.path == "/" && p.status == (200..=399))
     );
 }
 

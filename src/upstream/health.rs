@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::backend::Backend;
-use crate::config::{HealthCheck, HealthProbe};
+use crate::config::{HealthCheck, HealthProbe, HttpProbe};
 use crate::shutdown::Watch;
 
 /// Most of a check response's body that is read to look for `expect_body`.
@@ -74,63 +74,80 @@ async fn probe(backend: &Backend, probe: &HealthProbe) -> Result<(), String> {
     match probe {
         HealthProbe::Tcp => Ok(()),
         HealthProbe::Tls { server_name } => {
-            let name = match server_name {
-                Some(n) => {
-                    ServerName::try_from(n.clone()).map_err(|e| format!("server name: {e}"))?
-                }
-                None => ServerName::IpAddress(backend.address.ip().into()),
-            };
-            let connector = tls_connector().map_err(|e| format!("TLS client: {e}"))?;
-            connector
-                .connect(name, tcp)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("TLS handshake: {e}"))
+            tls_handshake(backend, tcp, server_name).await.map(|_| ())
         }
-        HealthProbe::Http {
-            method,
-            path,
-            host,
-            status,
-            body,
-        } => {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|e| format!("HTTP: {e}"))?;
-            tokio::spawn(conn);
-            let req = http::Request::builder()
-                .method(method.clone())
-                .uri(path.as_str())
-                .header(
-                    http::header::HOST,
-                    host.as_deref().unwrap_or(backend.authority.as_str()),
-                )
-                .header(http::header::USER_AGENT, "terminus-health-check")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| format!("request: {e}"))?;
-            let resp = send
-                .send_request(req)
-                .await
-                .map_err(|e| format!("HTTP: {e}"))?;
-            let code = resp.status().as_u16();
-            if !status.contains(&code) {
-                return Err(format!(
-                    "status {code}, expected {}-{}",
-                    status.start(),
-                    status.end()
-                ));
-            }
-            let Some(expected) = body else { return Ok(()) };
-            let head = body_head(resp.into_body()).await?;
-            if head
-                .windows(expected.len().max(1))
-                .any(|w| w == expected.as_bytes())
-            {
-                Ok(())
-            } else {
-                Err(format!("body does not contain {expected:?}"))
-            }
+        HealthProbe::Http(http) if http.tls => {
+            let tls = tls_handshake(backend, tcp, &http.server_name).await?;
+            http_check(backend, http, tls).await
         }
+        HealthProbe::Http(http) => http_check(backend, http, tcp).await,
+    }
+}
+
+async fn tls_handshake(
+    backend: &Backend,
+    tcp: TcpStream,
+    server_name: &Option<String>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = match server_name {
+        Some(n) => ServerName::try_from(n.clone()).map_err(|e| format!("server name: {e}"))?,
+        None => ServerName::IpAddress(backend.address.ip().into()),
+    };
+    let connector = tls_connector().map_err(|e| format!("TLS client: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+/// An HTTP/1.1 request on `io`; passes on an expected status (and body text).
+async fn http_check<IO>(backend: &Backend, probe: &HttpProbe, io: IO) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let HttpProbe {
+        method,
+        path,
+        host,
+        status,
+        body,
+        ..
+    } = probe;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method.clone())
+        .uri(path.as_str())
+        .header(
+            http::header::HOST,
+            host.as_deref().unwrap_or(backend.authority.as_str()),
+        )
+        .header(http::header::USER_AGENT, "terminus-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let code = resp.status().as_u16();
+    if !status.contains(&code) {
+        return Err(format!(
+            "status {code}, expected {}-{}",
+            status.start(),
+            status.end()
+        ));
+    }
+    let Some(expected) = body else { return Ok(()) };
+    let head = body_head(resp.into_body()).await?;
+    if head
+        .windows(expected.len().max(1))
+        .any(|w| w == expected.as_bytes())
+    {
+        Ok(())
+    } else {
+        Err(format!("body does not contain {expected:?}"))
     }
 }
 

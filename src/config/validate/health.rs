@@ -6,9 +6,9 @@ use toml::Spanned;
 
 use super::Validator;
 use crate::config::file::FileHealth;
-use crate::config::{HealthCheck, HealthProbe};
+use crate::config::{HealthCheck, HealthProbe, HttpProbe};
 
-const CHECKS: &str = "expected check = \"tcp\", \"http\" or \"tls\"";
+const CHECKS: &str = "expected check = \"tcp\", \"http\", \"https\" or \"tls\"";
 
 impl Validator<'_> {
     pub(super) fn health(&mut self, h: &FileHealth) -> Option<HealthCheck> {
@@ -43,8 +43,9 @@ impl Validator<'_> {
             }
             "http" => {
                 self.refuse(&h.server_name, "server_name", "http");
-                self.http_probe(h)?
+                self.http_probe(h, false)?
             }
+            "https" => self.http_probe(h, true)?,
             other => {
                 self.err(
                     h.check.span(),
@@ -87,7 +88,7 @@ impl Validator<'_> {
         }
     }
 
-    fn http_probe(&mut self, h: &FileHealth) -> Option<HealthProbe> {
+    fn http_probe(&mut self, h: &FileHealth, tls: bool) -> Option<HealthProbe> {
         let method = match &h.method {
             None => http::Method::GET,
             Some(m) => match http::Method::from_bytes(m.get_ref().as_bytes()) {
@@ -123,13 +124,15 @@ impl Validator<'_> {
             None => 200..=399,
             Some(s) => self.status_range(s)?,
         };
-        Some(HealthProbe::Http {
+        Some(HealthProbe::Http(HttpProbe {
             method,
             path,
             host: h.host.as_ref().map(|s| s.get_ref().clone()),
             status,
             body: h.expect_body.as_ref().map(|s| s.get_ref().clone()),
-        })
+            tls,
+            server_name: h.server_name.as_ref().map(|s| s.get_ref().clone()),
+        }))
     }
 
     fn status_range(&mut self, s: &Spanned<String>) -> Option<std::ops::RangeInclusive<u16>> {
