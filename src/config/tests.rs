@@ -97,7 +97,7 @@ fn with_health(keys: &str) -> String {
 #[test]
 fn health_table_is_validated() {
     let cases = [
-        ("check = \"ping\"", "t.toml:15:9: unknown health check `ping`; expected check = \"tcp\", \"http\" or \"tls\""),
+        ("check = \"ping\"", "t.toml:15:9: unknown health check `ping`; expected check = \"tcp\", \"http\", \"https\" or \"tls\""),
         ("check = \"tcp\"\npath = \"/x\"", "t.toml:16:8: `path` does not apply to a tcp check"),
         ("check = \"http\"\nexpect_status = \"200-99\"", "t.toml:16:17: `200-99` is not a status or status range"),
         ("check = \"http\"\npath = \"healthz\"", "t.toml:16:8: `healthz` is not a request path"),
