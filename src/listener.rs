@@ -78,7 +78,9 @@ async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>
     };
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
-    debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, "TLS established");
+    let kind = session.handshake_kind();
+    server_tls.stats().record(kind);
+    debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, ?kind, "TLS established");
     let conn = Arc::new(ConnInfo {
         client,
         proto: "https",

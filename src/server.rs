@@ -59,12 +59,18 @@ impl Server {
                         .filter_map(|&i| config.certificates.get(i))
                         .map(|c| c.loaded.clone())
                         .collect();
-                    let server_tls =
-                        tls::ServerTls::new(t.policy, &t.alpn, &certs, t.default_certificate)
-                            .map_err(|source| ServerError::Tls {
-                                name: l.name.clone(),
-                                source,
-                            })?;
+                    let server_tls = tls::ServerTls::with_resumption(
+                        t.policy,
+                        &t.alpn,
+                        &certs,
+                        t.default_certificate,
+                        &l.name,
+                        &t.resumption,
+                    )
+                    .map_err(|source| ServerError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    })?;
                     Some(server_tls)
                 }
                 _ => None,
@@ -98,6 +104,14 @@ impl Server {
     /// The pools, with their backends' live state (shared with the running server).
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
+    }
+
+    /// Each TLS listener's name and its handshake counters (shared with the running server).
+    pub fn tls_stats(&self) -> Vec<(String, Arc<tls::HandshakeStats>)> {
+        self.listeners
+            .iter()
+            .filter_map(|(_, s)| Some((s.name.clone(), s.tls.as_ref()?.stats().clone())))
+            .collect()
     }
 
     /// Each listener's name and the address it is bound to (useful with port 0).

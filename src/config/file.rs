@@ -55,8 +55,20 @@ pub struct FileListener {
     pub alpn: Option<Spanned<Vec<String>>>,
     pub certificates: Option<Vec<Spanned<String>>>,
     pub default_certificate: Option<Spanned<String>>,
+    pub resumption: Option<Spanned<FileResumption>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<FileRoute>,
+}
+
+/// `[listener.resumption]`: session tickets, their keys, and the session-ID cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResumption {
+    pub tickets: Option<bool>,
+    pub ticket_lifetime: Option<Spanned<String>>,
+    pub rotate_every: Option<Spanned<String>>,
+    pub ticket_key_file: Option<Spanned<String>>,
+    pub session_cache_size: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +94,7 @@ pub struct FilePool {
     pub outlier: Option<FileOutlier>,
     pub slow_start: Option<Spanned<String>>,
     pub sticky: Option<FileSticky>,
+    pub tls: Option<FileUpstreamTls>,
     #[serde(default)]
     pub retry: FileRetry,
     #[serde(default, rename = "backend")]
@@ -152,4 +165,16 @@ pub struct FileRetry {
     pub attempts: Option<Spanned<i64>>,
     pub budget_percent: Option<Spanned<i64>>,
     pub budget_floor: Option<Spanned<i64>>,
+}
+
+/// `[pool.tls]`: TLS to the pool's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub certificate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub alpn: Option<Spanned<Vec<String>>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
 }

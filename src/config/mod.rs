@@ -68,6 +68,8 @@ pub struct ListenerTls {
     pub certificates: Vec<usize>,
     /// Index into `certificates` above: served when SNI is missing or unknown.
     pub default_certificate: usize,
+    /// Session tickets, their keys and the session-ID cache (`[listener.resumption]`).
+    pub resumption: crate::tls::Resumption,
 }
 
 /// Which requests a route takes: a host (exact or `*.suffix`) and a path prefix.
@@ -196,6 +198,39 @@ pub struct Pool {
     /// Cookie persistence; `None` means every request is balanced afresh.
     pub sticky: Option<StickyCookieSpec>,
     pub retry: RetryPolicy,
+    /// TLS to the backends (`[pool.tls]`); `None` means plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How a pool speaks TLS to its backends.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub verify: UpstreamVerify,
+    /// Sent as SNI and verified; `None` means each backend's IP address (checked against
+    /// the certificate's IP SANs, and no SNI sent).
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// Presented when the backend asks for a client certificate.
+    pub client_cert: Option<LoadedCert>,
+    /// ALPN protocol ids offered, agreeing with the pool's `protocol`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// How a backend's certificate is checked.
+#[derive(Clone)]
+pub enum UpstreamVerify {
+    /// Against these roots (a CA bundle, or the system's).
+    Roots(std::sync::Arc<rustls::RootCertStore>),
+    /// Not at all (`insecure_skip_verify = true`).
+    InsecureSkipVerify,
+}
+
+impl std::fmt::Debug for UpstreamVerify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Roots(r) => write!(f, "Roots({} certificates)", r.len()),
+            Self::InsecureSkipVerify => f.write_str("InsecureSkipVerify"),
+        }
+    }
 }
 
 /// How a pool's backends are checked.

@@ -74,12 +74,33 @@ fn read_pem_text(path: &Path) -> Result<String, CertError> {
 pub fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, CertError> {
     let cert_text = read_pem_text(cert_path)?;
     let key_text = read_pem_text(key_path)?;
+    warn_if_readable_by_others(key_path);
     load_pem(
         &cert_text,
         &cert_path.display().to_string(),
         &key_text,
         &key_path.display().to_string(),
     )
+}
+
+/// A private key that group or others may read is a leak waiting to happen, but not a reason
+/// to refuse to start: say so, with the command that fixes it.
+fn warn_if_readable_by_others(key_path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(key_path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    key = %key_path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "private key file is readable by others than its owner; fix with `chmod 600 {}`",
+                    key_path.display()
+                );
+            }
+        }
+    }
 }
 
 /// Loads a PEM chain and key from text; the names are used in error messages.

@@ -1,10 +1,13 @@
 //! TLS termination: certificates, the SNI resolver, key exchange preference and the policy
-//! presets that build a listener's rustls configuration.
+//! presets that build a listener's rustls configuration, session resumption and its ticket keys.
 
 pub mod certs;
 pub mod kx;
 pub mod policy;
 pub mod resolver;
+pub mod stats;
+pub mod ticket_keys;
+pub mod tickets;
 
 use rustls::crypto::CryptoProvider;
 
@@ -16,3 +19,5 @@ pub fn crypto_provider() -> CryptoProvider {
 
 pub use certs::{CertError, LoadedCert};
 pub use policy::{ServerTls, TlsPolicy};
+pub use stats::HandshakeStats;
+pub use ticket_keys::{KeyFile, Resumption};

@@ -7,10 +7,13 @@ use rustls::ServerConfig;
 
 use super::certs::LoadedCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::ClientHello;
+use rustls::server::{ClientHello, NoServerSessionStorage, ServerSessionMemoryCache};
 
 use super::kx;
 use super::resolver::SniResolver;
+use super::stats::HandshakeStats;
+use super::ticket_keys::Resumption;
+use super::tickets::Ticketer;
 
 /// Which protocol versions and suites a listener offers. TLS 1.1 and older are never offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,37 +46,76 @@ impl TlsPolicy {
 }
 
 /// A listener's rustls configurations: one for clients that offer X25519MLKEM768 (which then
-/// get it), one for the others. Both share the certificates and the session cache, so a session
-/// resumes whichever of the two served it.
+/// get it), one for the others. Both share the certificates, the session cache and the
+/// ticketer, so a session resumes whichever of the two served it.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     standard: Arc<ServerConfig>,
     post_quantum: Arc<ServerConfig>,
+    stats: Arc<HandshakeStats>,
 }
 
 impl ServerTls {
+    /// A listener's TLS with default resumption (random ticket keys).
     pub fn new(
         policy: TlsPolicy,
         alpn: &[Vec<u8>],
         certs: &[LoadedCert],
         default_cert: usize,
     ) -> Result<Self, rustls::Error> {
+        Self::with_resumption(
+            policy,
+            alpn,
+            certs,
+            default_cert,
+            "",
+            &Resumption::default(),
+        )
+    }
+
+    /// A listener's TLS; `listener` (its name) is bound into its tickets, so no other
+    /// listener accepts them.
+    pub fn with_resumption(
+        policy: TlsPolicy,
+        alpn: &[Vec<u8>],
+        certs: &[LoadedCert],
+        default_cert: usize,
+        listener: &str,
+        resumption: &Resumption,
+    ) -> Result<Self, rustls::Error> {
         let resolver = Arc::new(SniResolver::new(certs, default_cert));
+        let storage: Arc<dyn rustls::server::StoresServerSessions> =
+            match resumption.session_cache_size {
+                0 => Arc::new(NoServerSessionStorage {}),
+                n => ServerSessionMemoryCache::new(n),
+            };
+        let ticketer: Option<Arc<dyn rustls::server::ProducesTickets>> = if resumption.tickets {
+            Some(Ticketer::new(listener, resumption)?)
+        } else {
+            None
+        };
         let build = |provider: CryptoProvider| -> Result<ServerConfig, rustls::Error> {
             let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
                 .with_protocol_versions(policy.versions())?
                 .with_no_client_auth()
                 .with_cert_resolver(resolver.clone());
             config.alpn_protocols = alpn.to_vec();
+            config.session_storage = storage.clone();
+            if let Some(t) = &ticketer {
+                config.ticketer = t.clone();
+            }
             Ok(config)
         };
-        let standard = build(kx::standard_provider())?;
-        let mut post_quantum = build(kx::post_quantum_provider())?;
-        post_quantum.session_storage = standard.session_storage.clone();
         Ok(Self {
-            standard: Arc::new(standard),
-            post_quantum: Arc::new(post_quantum),
+            standard: Arc::new(build(kx::standard_provider())?),
+            post_quantum: Arc::new(build(kx::post_quantum_provider())?),
+            stats: Arc::default(),
         })
+    }
+
+    /// The listener's handshake counters.
+    pub fn stats(&self) -> &Arc<HandshakeStats> {
+        &self.stats
     }
 
     /// The configuration for the client that sent `hello`.

@@ -2,7 +2,9 @@
 //! classified by what the client should be told.
 
 use std::error::Error as _;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +18,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{self, UpstreamProtocol};
 
+use super::upstream_tls;
+pub use super::upstream_tls::{BackendTls, TlsHandshakeError, UpstreamStream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Connections to one backend. Requests keep the client's host in their URI (so HTTP/2
 /// backends get it as `:authority`); the connector ignores it and dials the backend.
 #[derive(Clone, Debug)]
@@ -24,24 +31,40 @@ pub struct UpstreamClient {
     response_timeout: Duration,
 }
 
-/// hyper's TCP connector, always dialling one backend whatever the request's URI names.
+/// hyper's TCP connector, always dialling one backend whatever the request's URI names, and
+/// wrapping the connection in TLS when the pool has `[pool.tls]`.
 #[derive(Clone, Debug)]
 struct BackendConnector {
     inner: HttpConnector,
     target: Uri,
+    tls: Option<(BackendTls, rustls::pki_types::ServerName<'static>)>,
+    /// Bounds the TLS handshake, as `inner`'s own timeout bounds the TCP connect.
+    handshake_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for BackendConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+    type Response = UpstreamStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, _requested: Uri) -> Self::Future {
-        self.inner.call(self.target.clone())
+        let tcp = self.inner.call(self.target.clone());
+        let tls = self.tls.clone();
+        let timeout = self.handshake_timeout;
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            let Some((tls, name)) = tls else {
+                return Ok(UpstreamStream::Plain(tcp));
+            };
+            let stream = tls.handshake(tcp.into_inner(), name, timeout).await?;
+            Ok(UpstreamStream::Tls(Box::new(hyper_util::rt::TokioIo::new(
+                stream,
+            ))))
+        })
     }
 }
 
@@ -62,6 +85,9 @@ pub enum UpstreamError {
     InvalidResponse(String),
     #[error("cannot connect to the backend: {0}")]
     Connect(String),
+    /// The TLS handshake failed: verification, an alert from the backend, or ALPN.
+    #[error("TLS to the backend failed: {0}")]
+    Tls(String),
     #[error("request to the backend failed: {0}")]
     Other(String),
 }
@@ -77,11 +103,13 @@ impl UpstreamError {
 
     /// Whether the request may go to another backend: always when nothing was sent (the
     /// connection failed), and for idempotent methods when the connection broke before any
-    /// response byte. Never after a timeout or an invalid answer.
+    /// response byte. Never after a timeout or an invalid answer. A failed TLS handshake
+    /// sent no request the backend could act on, and another backend may hold a good
+    /// certificate, so it is retried like a refused connection.
     pub fn safe_to_retry(&self, method: &http::Method) -> bool {
         use http::Method;
         match self {
-            Self::Refused | Self::ConnectTimeout | Self::Connect(_) => true,
+            Self::Refused | Self::ConnectTimeout | Self::Connect(_) | Self::Tls(_) => true,
             Self::Reset | Self::Closed => matches!(
                 *method,
                 Method::GET
@@ -98,7 +126,19 @@ impl UpstreamError {
     fn classify(err: &hyper_util::client::legacy::Error) -> Self {
         let mut source = err.source();
         while let Some(s) = source {
+            if let Some(tls) = s.downcast_ref::<TlsHandshakeError>() {
+                return Self::Tls(tls.0.clone());
+            }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                // TLS 1.3 ends the client's handshake before the backend has checked the
+                // client certificate: its refusal arrives as an alert on the first read. Only
+                // alerts a backend sends during a handshake count, so the backend never acted
+                // on the request and a retry is safe.
+                if let Some(e) = upstream_tls::rustls_error(io) {
+                    if upstream_tls::is_handshake_refusal(e) {
+                        return Self::Tls(upstream_tls::describe(e));
+                    }
+                }
                 use std::io::ErrorKind::*;
                 match io.kind() {
                     ConnectionRefused => return Self::Refused,
@@ -138,7 +178,8 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 impl UpstreamClient {
-    pub fn new(pool: &config::Pool, backend: SocketAddr) -> Self {
+    /// The connection pool to `backend`, over TLS when `tls` is given (built once per pool).
+    pub fn new(pool: &config::Pool, backend: SocketAddr, tls: Option<&BackendTls>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(pool.timeouts.connect));
@@ -158,6 +199,8 @@ impl UpstreamClient {
             client: builder.build(BackendConnector {
                 inner: connector,
                 target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
+                tls: tls.map(|t| (t.clone(), t.server_name_for(backend))),
+                handshake_timeout: pool.timeouts.connect,
             }),
             response_timeout: pool.timeouts.response,
         }

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod replay;
 pub mod retry_budget;
 mod select;
+pub mod upstream_tls;
 
 pub use backend::{Backend, InFlight};
 pub use client::{UpstreamClient, UpstreamError};

@@ -49,9 +49,10 @@ impl Outcome {
     /// (`UpstreamError::Other`, e.g. the client's request body broke off): not counted.
     pub fn of_error(e: &UpstreamError) -> Option<Self> {
         Some(match e {
-            UpstreamError::Refused | UpstreamError::ConnectTimeout | UpstreamError::Connect(_) => {
-                Self::ConnectFailure
-            }
+            UpstreamError::Refused
+            | UpstreamError::ConnectTimeout
+            | UpstreamError::Connect(_)
+            | UpstreamError::Tls(_) => Self::ConnectFailure,
             UpstreamError::Reset | UpstreamError::Closed | UpstreamError::InvalidResponse(_) => {
                 Self::Reset
             }

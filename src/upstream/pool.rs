@@ -8,7 +8,7 @@ use http::HeaderValue;
 
 use super::backend::Backend;
 use super::balancer::PickContext;
-use super::client::UpstreamClient;
+use super::client::{BackendTls, UpstreamClient};
 use super::outlier::{Detector, Outcome};
 use super::persistence::StickyCookie;
 use super::retry_budget::RetryBudget;
@@ -51,7 +51,7 @@ pub struct Picked<'a> {
 }
 
 impl Pool {
-    /// Builds the pool; fails only when a sticky cookie key cannot be made.
+    /// Builds the pool; fails only when a sticky cookie key or the TLS client cannot be made.
     pub fn new(spec: &config::Pool) -> Result<Self, String> {
         let backends: Vec<Arc<Backend>> = spec
             .backends
@@ -72,6 +72,7 @@ impl Pool {
             Some(c) => Some(StickyCookie::new(&spec.name, c)?),
             None => None,
         };
+        let tls = backend_tls(spec)?;
         let by_name = spec
             .backends
             .iter()
@@ -94,7 +95,7 @@ impl Pool {
             clients: spec
                 .backends
                 .iter()
-                .map(|b| UpstreamClient::new(spec, b.address))
+                .map(|b| UpstreamClient::new(spec, b.address, tls.as_ref()))
                 .collect(),
             health: spec.health.clone(),
             backends,
@@ -182,6 +183,19 @@ impl Pool {
             sticky_hit: false,
         })
     }
+}
+
+/// The pool's TLS client, when it has `[pool.tls]`; skipping verification is said loudly.
+fn backend_tls(spec: &config::Pool) -> Result<Option<BackendTls>, String> {
+    let Some(tls) = &spec.tls else {
+        return Ok(None);
+    };
+    if matches!(tls.verify, config::UpstreamVerify::InsecureSkipVerify) {
+        tracing::warn!(pool = %spec.name, "insecure_skip_verify = true: the certificates of this pool's backends are NOT verified; anyone on the path can read and change its traffic");
+    }
+    BackendTls::new(tls)
+        .map(Some)
+        .map_err(|e| format!("cannot build the TLS client of pool `{}`: {e}", spec.name))
 }
 
 #[cfg(test)]

@@ -598,3 +598,167 @@ pub async fn gated_backend() -> (
     });
     (addr, rx)
 }
+
+/// A backend that speaks TLS with `cert` (HTTP/2 when ALPN says h2, else HTTP/1.1), requires
+/// a client certificate signed by `client_ca` (PEM) when given, answers every request with
+/// "tls NAME VERSION" and counts the requests it answers.
+pub struct TlsBackend {
+    pub addr: SocketAddr,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    pub async fn start(name: &str, cert: &TestCert, client_ca: Option<&str>) -> TlsBackend {
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_pemfile_certs(pem) {
+                    roots.add(c).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_path).unwrap();
+        let mut config = builder
+            .with_single_cert(rustls_pemfile_certs(&cert.cert_pem), key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (name, counter) = (name.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                while conns.try_join_next().is_some() {}
+                let (acceptor, name, hits) = (acceptor.clone(), name.clone(), counter.clone());
+                conns.spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(WAIT, acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = format!("tls {name} {:?}", req.version());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, service)
+                        .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    }
+                });
+            }
+        });
+        TlsBackend { addr, hits, task }
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Like `start`, and also returns each TLS listener's handshake counters.
+pub async fn start_with_stats(
+    dir: &Path,
+    config: &str,
+) -> (
+    InProcess,
+    HashMap<String, Arc<terminus::tls::HandshakeStats>>,
+) {
+    let path = dir.join("terminus.toml");
+    std::fs::write(&path, config).unwrap();
+    let config =
+        terminus::config::load_file(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}"));
+    let server = terminus::Server::bind(&config).await.unwrap();
+    let stats = server.tls_stats().into_iter().collect();
+    let addrs = server.local_addrs().into_iter().collect();
+    let pools = server.pools().to_vec();
+    let (tx, rx) = oneshot::channel();
+    let done = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let t = InProcess {
+        addrs,
+        pools,
+        stop: Some(tx),
+        done: Some(done),
+    };
+    (t, stats)
+}
+
+/// What an external command printed, and its exit code.
+pub struct ToolOut {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args` under `timeout` (15 s, off the runtime's threads), with `stdin` as input.
+pub async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> ToolOut {
+    let program = program.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let input = stdin.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("timeout")
+            .args(["--kill-after=2", "15", &program])
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run `timeout` (coreutils)");
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            use std::io::Write;
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let code = out.status.code();
+        assert!(
+            !matches!(code, Some(124 | 126 | 127 | 137)),
+            "`{program} {}` did not run or finish in time (exit {code:?})",
+            args.join(" ")
+        );
+        ToolOut {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}

@@ -76,6 +76,7 @@ impl Validator<'_> {
                             None => l.name.span(),
                         }),
                     ),
+                    ("resumption", l.resumption.as_ref().map(|s| s.span())),
                 ] {
                     if let Some(span) = span {
                         self.err(
@@ -189,11 +190,16 @@ impl Validator<'_> {
                 }
             }
         };
+        let resumption = match &l.resumption {
+            Some(r) => self.resumption(r.get_ref()),
+            None => crate::tls::Resumption::default(),
+        };
         Some(ListenerTls {
             policy,
             alpn,
             certificates: indexes,
             default_certificate,
+            resumption,
         })
     }
 

@@ -6,7 +6,9 @@ mod health;
 mod listener;
 mod outlier;
 mod pool;
+mod resumption;
 mod sticky;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -94,6 +94,7 @@ impl Validator<'_> {
                 budget_percent: self.int_or(&p.retry.budget_percent, 0, 100, "budget_percent", 20),
                 budget_floor: self.int_or(&p.retry.budget_floor, 0, 10_000, "budget_floor", 10),
             },
+            tls: (p.tls.as_ref()).and_then(|t| self.upstream_tls(t, protocol, p.name.span())),
         }
     }
 
