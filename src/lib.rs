@@ -6,6 +6,7 @@ pub mod http;
 pub mod listener;
 pub mod server;
 pub mod shutdown;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 

@@ -9,9 +9,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::config::{IpNet, ListenerProtocol};
 use crate::http::{self, ConnInfo, Router};
 use crate::shutdown::Watch;
-use crate::tls::ServerTls;
+use crate::tcp;
+use crate::tls::{ClientCert, ServerTls};
 
 /// What a listener needs to serve its connections.
 pub struct ListenerState {
@@ -20,6 +22,11 @@ pub struct ListenerState {
     pub router: Arc<Router>,
     pub tls_handshake_timeout: Duration,
     pub client_header_timeout: Duration,
+    /// HTTP after TLS (`Https`, or `Http` without TLS), bytes (`Tcp`), or the TLS stream
+    /// itself (`TlsPassthrough`).
+    pub protocol: ListenerProtocol,
+    /// Sources that must send a PROXY protocol header; empty: none is read.
+    pub accept_proxy_protocol: Vec<IpNet>,
 }
 
 /// Accepts until shutdown begins; each connection holds a copy of the watch, so draining
@@ -46,13 +53,23 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
     }
 }
 
-async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>, watch: Watch) {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerState>, watch: Watch) {
     let _ = stream.set_nodelay(true);
+    let Some(client) = proxy_header(&mut stream, peer, &state).await else {
+        return;
+    };
+    if state.protocol == ListenerProtocol::TlsPassthrough {
+        let router = &state.router;
+        tcp::passthrough::serve(stream, client, router, state.tls_handshake_timeout).await;
+        return;
+    }
     let Some(server_tls) = &state.tls else {
         let conn = Arc::new(ConnInfo {
             client,
             proto: "http",
             router: state.router.clone(),
+            client_cert: None,
+            authority_check: None,
         });
         http::serve_connection(stream, false, conn, state.client_header_timeout, watch).await;
         return;
@@ -81,10 +98,21 @@ async fn handle(stream: TcpStream, client: SocketAddr, state: Arc<ListenerState>
     let kind = session.handshake_kind();
     server_tls.stats().record(kind);
     debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, ?kind, "TLS established");
+    if state.protocol == ListenerProtocol::Tcp {
+        serve_tcp(tls, client, &state).await;
+        return;
+    }
+    // The leaf rustls verified (also on a resumed session), read once for every request.
+    let client_cert = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
     let conn = Arc::new(ConnInfo {
         client,
         proto: "https",
         router: state.router.clone(),
+        client_cert,
+        authority_check: server_tls.authority_check(session.server_name()),
     });
     http::serve_connection(tls, h2, conn, state.client_header_timeout, watch).await;
 }
@@ -94,4 +122,56 @@ async fn handshake(tls: &ServerTls, stream: TcpStream) -> std::io::Result<TlsStr
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
     let config = tls.config_for(&start.client_hello());
     start.into_stream(config).await
+}
+
+/// The client's address: the peer's, or, on a listener with `accept_proxy_protocol`, the one
+/// in the PROXY header a trusted peer sends (within the TLS handshake timeout). `None`
+/// closes the connection: an untrusted peer, or a missing or invalid header.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    state: &ListenerState,
+) -> Option<SocketAddr> {
+    let trusted = &state.accept_proxy_protocol;
+    let read = tcp::proxy_protocol::accept(stream, peer, trusted);
+    match tokio::time::timeout(state.tls_handshake_timeout, read).await {
+        Ok(Ok(client)) => {
+            if client != peer {
+                debug!(%client, "client address from the PROXY header");
+            }
+            Some(client)
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "PROXY protocol refused; closing");
+            None
+        }
+        Err(_) => {
+            warn!("PROXY protocol header timed out; closing");
+            None
+        }
+    }
+}
+
+/// A `tcp` listener's connection after the handshake: bytes to the listener's one pool.
+async fn serve_tcp(tls: TlsStream<TcpStream>, client: SocketAddr, state: &ListenerState) {
+    let Some(pool) = state.router.find(None, "/").cloned() else {
+        warn!("tcp listener without a route; closing");
+        return;
+    };
+    let (tcp, session) = tls.get_ref();
+    let Ok(local) = tcp.local_addr() else {
+        return;
+    };
+    let info = tcp::proxy_protocol::TlsInfo {
+        sni: session.server_name().map(str::to_owned),
+        version: session
+            .protocol_version()
+            .and_then(tcp::proxy_protocol::version_name),
+    };
+    let client = tcp::proxy::Client {
+        addr: client,
+        local,
+        tls: info,
+    };
+    tcp::proxy::forward(tls, &client, &pool, &[]).await;
 }

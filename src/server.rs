@@ -52,7 +52,7 @@ impl Server {
         let mut states = Vec::new();
         for l in &config.listeners {
             let server_tls = match (&l.protocol, &l.tls) {
-                (ListenerProtocol::Https, Some(t)) => {
+                (ListenerProtocol::Https | ListenerProtocol::Tcp, Some(t)) => {
                     let certs: Vec<tls::LoadedCert> = t
                         .certificates
                         .iter()
@@ -66,6 +66,7 @@ impl Server {
                         t.default_certificate,
                         &l.name,
                         &t.resumption,
+                        &t.client_auth,
                     )
                     .map_err(|source| ServerError::Tls {
                         name: l.name.clone(),
@@ -81,6 +82,8 @@ impl Server {
                 router: Arc::new(Router::new(&l.routes, &pools)),
                 tls_handshake_timeout: config.timeouts.tls_handshake,
                 client_header_timeout: config.timeouts.client_header,
+                protocol: l.protocol,
+                accept_proxy_protocol: l.accept_proxy_protocol.clone(),
             }));
         }
         let mut listeners = Vec::new();

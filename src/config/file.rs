@@ -56,6 +56,8 @@ pub struct FileListener {
     pub certificates: Option<Vec<Spanned<String>>>,
     pub default_certificate: Option<Spanned<String>>,
     pub resumption: Option<Spanned<FileResumption>>,
+    pub client_auth: Option<Spanned<FileClientAuth>>,
+    pub accept_proxy_protocol: Option<Spanned<Vec<String>>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<FileRoute>,
 }
@@ -69,6 +71,15 @@ pub struct FileResumption {
     pub rotate_every: Option<Spanned<String>>,
     pub ticket_key_file: Option<Spanned<String>>,
     pub session_cache_size: Option<Spanned<i64>>,
+}
+
+/// `[listener.client_auth]`: client certificates, verified against a CA bundle and CRLs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClientAuth {
+    pub mode: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub crl: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +106,7 @@ pub struct FilePool {
     pub slow_start: Option<Spanned<String>>,
     pub sticky: Option<FileSticky>,
     pub tls: Option<FileUpstreamTls>,
+    pub proxy_protocol: Option<Spanned<String>>,
     #[serde(default)]
     pub retry: FileRetry,
     #[serde(default, rename = "backend")]

@@ -47,6 +47,69 @@ pub struct Certificate {
 pub enum ListenerProtocol {
     Https,
     Http,
+    /// Terminates TLS, then copies the plain bytes to a backend of the listener's one pool.
+    Tcp,
+    /// Reads the ClientHello's SNI without decrypting and forwards the TLS stream as is.
+    TlsPassthrough,
+}
+
+/// The PROXY protocol version a pool sends to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// An IP network such as `10.0.0.0/8`: the address with its host bits cleared, and the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `a.b.c.d/n`, `x::y/n`, or a bare address (a /32 or /128).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse().ok()?, None),
+        };
+        let max = if matches!(addr, std::net::IpAddr::V4(_)) {
+            32
+        } else {
+            128
+        };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return None;
+        }
+        Some(Self {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.addr.is_ipv4() == ip.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+fn mask(ip: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,9 +117,12 @@ pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: ListenerProtocol,
-    /// Present exactly when `protocol` is `Https`.
+    /// Present exactly when `protocol` is `Https` or `Tcp`.
     pub tls: Option<ListenerTls>,
     pub routes: Vec<Route>,
+    /// Source networks whose connections must start with a PROXY protocol header (v1 or v2);
+    /// empty means no header is read. Connections from other sources are closed.
+    pub accept_proxy_protocol: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +136,8 @@ pub struct ListenerTls {
     pub default_certificate: usize,
     /// Session tickets, their keys and the session-ID cache (`[listener.resumption]`).
     pub resumption: crate::tls::Resumption,
+    /// Client certificates (`[listener.client_auth]`).
+    pub client_auth: crate::tls::ClientAuth,
 }
 
 /// Which requests a route takes: a host (exact or `*.suffix`) and a path prefix.
@@ -200,6 +268,9 @@ pub struct Pool {
     pub retry: RetryPolicy,
     /// TLS to the backends (`[pool.tls]`); `None` means plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// A PROXY protocol header sent first on each connection (tcp and tls-passthrough
+    /// listeners); `None`: none.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// How a pool speaks TLS to its backends.

@@ -1,9 +1,12 @@
 //! Header rewriting between client and backend: hop-by-hop headers removed, `X-Forwarded-For`,
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` set, the client's `Host` kept.
+//! Client-certificate headers are always terminus's own.
 
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::tls::ClientCert;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -19,6 +22,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_CLIENT_CERT_VERIFIED: HeaderName = HeaderName::from_static("x-client-cert-verified");
+static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+static X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-client-cert-san");
+static X_CLIENT_CERT_FINGERPRINT: HeaderName = HeaderName::from_static("x-client-cert-fingerprint");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Removes hop-by-hop headers, and those the `Connection` header names. Returns the
 /// `Upgrade` value when the message asked for a protocol upgrade, so it can be passed on.
@@ -101,6 +109,29 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
     }
 }
 
+/// Replaces whatever client-certificate headers the client sent with terminus's own:
+/// `x-client-cert-verified` is always set (`SUCCESS` or `NONE`), the others only with a
+/// certificate.
+pub fn set_client_cert(headers: &mut HeaderMap, cert: Option<&ClientCert>) {
+    for name in [
+        &X_CLIENT_CERT_SUBJECT,
+        &X_CLIENT_CERT_SAN,
+        &X_CLIENT_CERT_FINGERPRINT,
+        &X_FORWARDED_CLIENT_CERT,
+    ] {
+        headers.remove(name);
+    }
+    let Some(cert) = cert else {
+        headers.insert(&X_CLIENT_CERT_VERIFIED, HeaderValue::from_static("NONE"));
+        return;
+    };
+    headers.insert(&X_CLIENT_CERT_VERIFIED, HeaderValue::from_static("SUCCESS"));
+    headers.insert(&X_CLIENT_CERT_SUBJECT, cert.subject.clone());
+    headers.insert(&X_CLIENT_CERT_SAN, cert.san.clone());
+    headers.insert(&X_CLIENT_CERT_FINGERPRINT, cert.fingerprint.clone());
+    headers.insert(&X_FORWARDED_CLIENT_CERT, cert.xfcc.clone());
+}
+
 /// HTTP/2 lets a client split `Cookie` into several fields; HTTP/1.1 backends need one
 /// (RFC 9113 section 8.2.3).
 pub fn join_cookies(headers: &mut HeaderMap) {
@@ -176,6 +207,18 @@ mod tests {
             h["forwarded"],
             "for=\"[::1]\";proto=https;host=\"a.test:8443\""
         );
+    }
+
+    #[test]
+    fn client_cert_headers_are_never_the_clients() {
+        let mut h = HeaderMap::new();
+        h.insert("x-client-cert-verified", "SUCCESS".parse().unwrap());
+        h.append("x-client-cert-subject", "CN=admin".parse().unwrap());
+        h.append("x-client-cert-subject", "CN=root".parse().unwrap());
+        h.insert("x-forwarded-client-cert", "Hash=00".parse().unwrap());
+        set_client_cert(&mut h, None);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-client-cert-verified"], "NONE");
     }
 
     #[test]

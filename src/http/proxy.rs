@@ -18,6 +18,7 @@ use super::request_key::{request_hash, request_host};
 use super::rewrite;
 use super::route::Router;
 use super::upgrade;
+use crate::tls::{AuthorityCheck, ClientCert};
 use crate::upstream::balancer::PickContext;
 use crate::upstream::replay::ReplayBody;
 use crate::upstream::{Backend, InFlight, Pool};
@@ -29,6 +30,10 @@ pub struct ConnInfo {
     /// "https" or "http": what the client spoke to terminus.
     pub proto: &'static str,
     pub router: Arc<Router>,
+    /// The client's verified certificate; `None` without one (and on plain connections).
+    pub client_cert: Option<Arc<ClientCert>>,
+    /// On listeners that ask for client certificates: the host a request may name.
+    pub authority_check: Option<AuthorityCheck>,
 }
 
 /// hyper's service entry point: every outcome, failures included, is an HTTP answer.
@@ -40,6 +45,15 @@ pub async fn handle(
 }
 
 async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    if let Some(check) = &conn.authority_check {
+        if !check.allows(request_host(&req)) {
+            debug!(
+                host = request_host(&req),
+                "421: host not covered by this connection's SNI"
+            );
+            return error_response(StatusCode::MISDIRECTED_REQUEST);
+        }
+    }
     let Some(pool) = conn
         .router
         .find(request_host(&req), req.uri().path())

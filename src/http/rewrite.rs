@@ -39,6 +39,7 @@ pub fn prepare(
         host: host_str,
     };
     headers::add_forwarded(&mut parts.headers, &forwarded);
+    headers::set_client_cert(&mut parts.headers, conn.client_cert.as_deref());
     let path = parts
         .uri
         .path_and_query()

@@ -1,7 +1,10 @@
 //! TLS termination: certificates, the SNI resolver, key exchange preference and the policy
-//! presets that build a listener's rustls configuration, session resumption and its ticket keys.
+//! presets that build a listener's rustls configuration, session resumption and its ticket keys,
+//! client certificates.
 
 pub mod certs;
+pub mod client_auth;
+pub mod client_cert;
 pub mod kx;
 pub mod policy;
 pub mod resolver;
@@ -18,6 +21,8 @@ pub fn crypto_provider() -> CryptoProvider {
 }
 
 pub use certs::{CertError, LoadedCert};
+pub use client_auth::{AuthorityCheck, ClientAuth, ClientRoots};
+pub use client_cert::ClientCert;
 pub use policy::{ServerTls, TlsPolicy};
 pub use stats::HandshakeStats;
 pub use ticket_keys::{KeyFile, Resumption};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 use super::certs::LoadedCert;
+use super::client_auth::{AuthorityCheck, ClientAuth};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, NoServerSessionStorage, ServerSessionMemoryCache};
 
@@ -53,6 +54,9 @@ pub struct ServerTls {
     standard: Arc<ServerConfig>,
     post_quantum: Arc<ServerConfig>,
     stats: Arc<HandshakeStats>,
+    resolver: Arc<SniResolver>,
+    /// Whether client certificates are asked for (and so requests' hosts are checked).
+    client_auth: bool,
 }
 
 impl ServerTls {
@@ -70,11 +74,12 @@ impl ServerTls {
             default_cert,
             "",
             &Resumption::default(),
+            &ClientAuth::None,
         )
     }
 
     /// A listener's TLS; `listener` (its name) is bound into its tickets, so no other
-    /// listener accepts them.
+    /// listener accepts them. Both configs verify client certificates per `client_auth`.
     pub fn with_resumption(
         policy: TlsPolicy,
         alpn: &[Vec<u8>],
@@ -82,7 +87,9 @@ impl ServerTls {
         default_cert: usize,
         listener: &str,
         resumption: &Resumption,
+        client_auth: &ClientAuth,
     ) -> Result<Self, rustls::Error> {
+        let verifier = client_auth.verifier().map_err(rustls::Error::General)?;
         let resolver = Arc::new(SniResolver::new(certs, default_cert));
         let storage: Arc<dyn rustls::server::StoresServerSessions> =
             match resumption.session_cache_size {
@@ -95,10 +102,13 @@ impl ServerTls {
             None
         };
         let build = |provider: CryptoProvider| -> Result<ServerConfig, rustls::Error> {
-            let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-                .with_protocol_versions(policy.versions())?
-                .with_no_client_auth()
-                .with_cert_resolver(resolver.clone());
+            let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(policy.versions())?;
+            let builder = match &verifier {
+                Some(v) => builder.with_client_cert_verifier(v.clone()),
+                None => builder.with_no_client_auth(),
+            };
+            let mut config = builder.with_cert_resolver(resolver.clone());
             config.alpn_protocols = alpn.to_vec();
             config.session_storage = storage.clone();
             if let Some(t) = &ticketer {
@@ -110,12 +120,23 @@ impl ServerTls {
             standard: Arc::new(build(kx::standard_provider())?),
             post_quantum: Arc::new(build(kx::post_quantum_provider())?),
             stats: Arc::default(),
+            resolver,
+            client_auth: !client_auth.is_none(),
         })
     }
 
     /// The listener's handshake counters.
     pub fn stats(&self) -> &Arc<HandshakeStats> {
         &self.stats
+    }
+
+    /// The 421 check for a connection that sent `sni`: `None` unless the listener asks for
+    /// client certificates.
+    pub fn authority_check(&self, sni: Option<&str>) -> Option<AuthorityCheck> {
+        self.client_auth.then(|| AuthorityCheck {
+            sni: sni.map(str::to_ascii_lowercase),
+            resolver: self.resolver.clone(),
+        })
     }
 
     /// The configuration for the client that sent `hello`.

@@ -38,6 +38,8 @@ pub struct Pool {
     by_name: HashMap<String, usize>,
     pub retry: config::RetryPolicy,
     pub retry_budget: RetryBudget,
+    /// The PROXY protocol header sent first to a backend by the L4 listeners.
+    pub proxy_protocol: Option<config::ProxyProtocol>,
 }
 
 /// The backend chosen for a request.
@@ -102,6 +104,7 @@ impl Pool {
             sticky,
             by_name,
             retry: spec.retry,
+            proxy_protocol: spec.proxy_protocol,
             retry_budget: RetryBudget::new(spec.retry.budget_percent, spec.retry.budget_floor),
         })
     }

@@ -50,18 +50,27 @@ impl Validator<'_> {
         {
             None | Some(("https", _)) => ListenerProtocol::Https,
             Some(("http", _)) => ListenerProtocol::Http,
+            Some(("tcp", _)) => ListenerProtocol::Tcp,
+            Some(("tls-passthrough", _)) => ListenerProtocol::TlsPassthrough,
             Some((other, span)) => {
                 self.err(
                     span,
                     format!("unknown listener protocol `{other}`"),
-                    "expected \"https\" or \"http\"",
+                    "expected \"https\", \"http\", \"tcp\" or \"tls-passthrough\"",
                 );
                 ListenerProtocol::Https
             }
         };
         let tls = match protocol {
-            ListenerProtocol::Https => self.listener_tls(l, certs),
-            ListenerProtocol::Http => {
+            ListenerProtocol::Https | ListenerProtocol::Tcp => {
+                self.listener_tls(l, certs, protocol)
+            }
+            ListenerProtocol::Http | ListenerProtocol::TlsPassthrough => {
+                let kind = if protocol == ListenerProtocol::Http {
+                    "a plain http"
+                } else {
+                    "a tls-passthrough"
+                };
                 for (key, span) in [
                     ("tls_policy", l.tls_policy.as_ref().map(|s| s.span())),
                     ("alpn", l.alpn.as_ref().map(|s| s.span())),
@@ -77,12 +86,13 @@ impl Validator<'_> {
                         }),
                     ),
                     ("resumption", l.resumption.as_ref().map(|s| s.span())),
+                    ("client_auth", l.client_auth.as_ref().map(|s| s.span())),
                 ] {
                     if let Some(span) = span {
                         self.err(
                             span,
-                            format!("`{key}` is set on a plain http listener"),
-                            "expected protocol = \"https\" for TLS settings, or remove the key",
+                            format!("`{key}` is set on {kind} listener"),
+                            "expected protocol = \"https\" or \"tcp\" for TLS settings, or remove the key",
                         );
                     }
                 }
@@ -101,6 +111,8 @@ impl Validator<'_> {
             .iter()
             .map(|r| self.route(r, pools))
             .collect::<Vec<_>>();
+        self.l4_routes(l, protocol);
+        let accept_proxy_protocol = self.accept_proxy(l);
         for (i, r) in routes.iter().enumerate() {
             if routes[..i]
                 .iter()
@@ -119,10 +131,16 @@ impl Validator<'_> {
             protocol,
             tls,
             routes,
+            accept_proxy_protocol,
         }
     }
 
-    fn listener_tls(&mut self, l: &FileListener, certs: &[&str]) -> Option<ListenerTls> {
+    fn listener_tls(
+        &mut self,
+        l: &FileListener,
+        certs: &[&str],
+        protocol: ListenerProtocol,
+    ) -> Option<ListenerTls> {
         let policy = match &l.tls_policy {
             None => TlsPolicy::Intermediate,
             Some(p) => TlsPolicy::parse(p.get_ref()).unwrap_or_else(|| {
@@ -135,6 +153,21 @@ impl Validator<'_> {
             }),
         };
         let alpn = match &l.alpn {
+            // A tcp listener forwards any protocol: it offers what the operator lists, if any.
+            None if protocol == ListenerProtocol::Tcp => Vec::new(),
+            Some(list) if protocol == ListenerProtocol::Tcp => {
+                if list.get_ref().iter().any(|p| p.is_empty() || p.len() > 255) {
+                    self.err(
+                        list.span(),
+                        "an ALPN protocol id is empty or longer than 255 bytes",
+                        "expected ids such as [\"imap\"] or [\"postgresql\"]",
+                    );
+                }
+                list.get_ref()
+                    .iter()
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect()
+            }
             None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Some(list) => {
                 let ok = !list.get_ref().is_empty()
@@ -171,7 +204,15 @@ impl Validator<'_> {
         if indexes.is_empty() {
             self.err(
                 l.name.span(),
-                format!("https listener `{}` has no certificate", l.name.get_ref()),
+                format!(
+                    "{} listener `{}` has no certificate",
+                    if protocol == ListenerProtocol::Tcp {
+                        "tcp"
+                    } else {
+                        "https"
+                    },
+                    l.name.get_ref()
+                ),
                 "add a [[certificate]] table (cert and key files, or self_signed names)",
             );
         }
@@ -194,12 +235,17 @@ impl Validator<'_> {
             Some(r) => self.resumption(r.get_ref()),
             None => crate::tls::Resumption::default(),
         };
+        let client_auth = match &l.client_auth {
+            Some(c) => self.client_auth(c),
+            None => crate::tls::ClientAuth::None,
+        };
         Some(ListenerTls {
             policy,
             alpn,
             certificates: indexes,
             default_certificate,
             resumption,
+            client_auth,
         })
     }
 

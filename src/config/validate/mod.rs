@@ -2,7 +2,9 @@
 //! position, so terminus never starts on a half-valid config. Pools and listeners are
 //! validated in their own files.
 
+mod client_auth;
 mod health;
+mod l4;
 mod listener;
 mod outlier;
 mod pool;
@@ -109,6 +111,7 @@ impl Validator<'_> {
             .map(|c| c.name.get_ref().as_str())
             .collect();
         let listeners = self.listeners(&f.listeners, &cert_names, &pool_names);
+        self.proxy_protocol_users(f, &listeners, &pools);
         if f.listeners.is_empty() {
             self.err(
                 0..0,

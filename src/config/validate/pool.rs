@@ -74,6 +74,7 @@ impl Validator<'_> {
         }
         self.some_primary(p, &backends);
         Pool {
+            proxy_protocol: self.proxy_protocol_out(p),
             name: p.name.get_ref().clone(),
             balancer,
             protocol,
