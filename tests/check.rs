@@ -425,3 +425,118 @@ fn a_bad_config_starts_nothing() {
     );
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the listener's port is free");
 }
+
+/// `BASE` with `block` inserted after its 1-based line `after`.
+fn base_inserting(after: usize, block: &str) -> String {
+    let mut out: Vec<&str> = BASE.lines().collect();
+    for (i, l) in block.lines().enumerate() {
+        out.insert(after + i, l);
+    }
+    out.join("\n") + "\n"
+}
+
+/// The errors of the failover, persistence and TLS tables, each at its key's position.
+#[test]
+fn failover_persistence_and_tls_errors_point_at_their_keys() {
+    // (insert after line, block, line, column, message, hint)
+    let cases: [(usize, &str, usize, usize, &str, &str); 11] = [
+        (
+            15,
+            "  [pool.health]\n  check = \"ping\"",
+            17,
+            11,
+            "unknown health check `ping`",
+            "\"tcp\", \"http\", \"https\" or \"tls\"",
+        ),
+        (
+            15,
+            "  [pool.sticky]\n  key = \"c2hvcnQ=\"",
+            17,
+            9,
+            "the cookie key is not 32 bytes of base64",
+            "openssl rand -base64 32",
+        ),
+        (
+            15,
+            "hash_key = \"path\"",
+            16,
+            12,
+            "`hash_key` needs a hashing balancer",
+            "balancer = \"maglev\" or \"ring-hash\"",
+        ),
+        (
+            15,
+            "  [pool.outlier]\n  max_ejection_percent = 0",
+            17,
+            26,
+            "max_ejection_percent = 0 is out of range",
+            "from 1 to 100",
+        ),
+        (
+            15,
+            "  [pool.tls]\n  alpn = [\"spdy\"]",
+            17,
+            10,
+            "unknown ALPN protocol `spdy`",
+            "alpn = [\"h2\"] with protocol = \"h2\"",
+        ),
+        (
+            15,
+            "  [pool.tls]\n  ca = \"missing.pem\"",
+            17,
+            8,
+            "missing.pem: No such file",
+            "a PEM file of one or more CA certificates",
+        ),
+        (
+            7,
+            "  [listener.client_auth]\n  mode = \"sometimes\"",
+            9,
+            10,
+            "unknown client_auth mode `sometimes`",
+            "\"none\", \"optional\" or \"required\"",
+        ),
+        (
+            7,
+            "  [listener.client_auth]\n  mode = \"required\"",
+            8,
+            3,
+            "names no `ca`",
+            "ca = \"path/to/client-ca.pem\"",
+        ),
+        (
+            7,
+            "  [listener.resumption]\n  ticket_lifetime = \"8d\"",
+            9,
+            21,
+            "longer than 7 days",
+            "at most \"7d\"",
+        ),
+        (
+            7,
+            "accept_proxy_protocol = [\"not-a-net\"]",
+            8,
+            25,
+            "`not-a-net` is not an IP network",
+            "such as \"10.0.0.0/8\"",
+        ),
+        (
+            7,
+            "protocol = \"tcp\"\n  [[listener.route]]\n  host = \"a.test\"\n  pool = \"app\"",
+            10,
+            10,
+            "`host` is set on a route of a tcp listener",
+            "a route with only `pool`",
+        ),
+    ];
+    for (after, block, line, col, message, hint) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = base_inserting(after, block);
+        if block.contains("listener.route") {
+            // The inserted route replaces the listener's own.
+            text = text.replacen("\n  [[listener.route]]\n  pool = \"app\"\n", "\n", 1);
+        }
+        let (path, out) = check(dir.path(), &text);
+        assert_error(&out, &path, line, col, message, hint);
+    }
+}
