@@ -41,6 +41,9 @@ impl Server {
     /// Builds pools, routers and TLS configs, then binds every listener. Nothing is served
     /// until `run`, and any failure here leaves nothing bound.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        for c in &config.certificates {
+            c.loaded.log_expiry(&c.name);
+        }
         let mut pools = Vec::new();
         for p in &config.pools {
             let pool = Pool::new(p).map_err(|reason| ServerError::Pool {

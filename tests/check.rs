@@ -277,6 +277,55 @@ fn encrypted_key_is_an_error() {
 }
 
 #[test]
+fn missing_or_non_der_ocsp_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a", &["a.test"]);
+    std::fs::write(dir.path().join("pem.der"), "MAMKAQE=\n").unwrap();
+    std::fs::write(dir.path().join("cut.der"), [0x30, 0x10, 0x0a, 0x01]).unwrap();
+    for (file, message) in [
+        ("missing.der", "cannot read".to_string()),
+        (
+            "pem.der",
+            format!(
+                "{} is not a DER OCSP response",
+                dir.path().join("pem.der").display()
+            ),
+        ),
+        (
+            "cut.der",
+            "the SEQUENCE says 16 bytes but 2 follow".to_string(),
+        ),
+    ] {
+        let keys = format!("key = \"a.key\"\nocsp = \"{file}\"");
+        let text = base_with(&[(3, "cert = \"a.pem\""), (4, &keys)]);
+        let (path, out) = check(dir.path(), &text);
+        assert_error(&out, &path, 5, 8, &message, "DER OCSP response");
+        // One error; the other line is the warning about the key file's mode.
+        let at = format!("{}:", path.display());
+        let errors = stderr(&out).lines().filter(|l| l.starts_with(&at)).count();
+        assert_eq!(errors, 1, "{}", stderr(&out));
+    }
+    // A self-signed certificate has no CA to answer OCSP.
+    std::fs::write(dir.path().join("ok.der"), [0x30, 0x03, 0x0a, 0x01, 0x01]).unwrap();
+    let text = base_with(&[(4, "ocsp = \"ok.der\"")]);
+    let (path, out) = check(dir.path(), &text);
+    assert_error(
+        &out,
+        &path,
+        4,
+        8,
+        "staples `ocsp` on a self-signed",
+        "`cert` and `key` files",
+    );
+    let text = base_with(&[
+        (3, "cert = \"a.pem\""),
+        (4, "key = \"a.key\"\nocsp = \"ok.der\""),
+    ]);
+    let (_, out) = check(dir.path(), &text);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn route_to_a_missing_pool_is_an_error() {
     assert_only_error(
         &base_with(&[(10, "  pool = \"nope\"")]),

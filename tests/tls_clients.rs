@@ -813,3 +813,35 @@ async fn der_files_are_a_clear_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn ocsp_response_is_stapled_for_clients_that_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_cert(dir.path(), "app", &["app.test"]);
+    // The smallest OCSPResponse: responseStatus malformedRequest(1), no responseBytes.
+    let der = dir.path().join("app.ocsp.der");
+    std::fs::write(&der, [0x30, 0x03, 0x0a, 0x01, 0x01]).unwrap();
+    let backend = demo_backend("app", Duration::ZERO).await;
+    let text = config(&[("app", &app)], &[("https", "")], backend).replacen(
+        "\n\n",
+        &format!("\nocsp = \"{}\"\n\n", der.display()),
+        1,
+    );
+    let t = start(dir.path(), &text).await;
+    for version in ["-tls1_3", "-tls1_2"] {
+        let args = ["-servername", "app.test", "-status", version];
+        let out = s_client(t.addr("https"), &args).await;
+        assert!(out.ok(), "{version}:\n{}", out.all());
+        let all = out.all();
+        assert!(!all.contains("no response sent"), "{version}:\n{all}");
+        // openssl spells it `malformedrequest (0x1)`; the case differs between versions.
+        assert!(
+            all.to_ascii_lowercase()
+                .contains("ocsp response status: malformedrequest"),
+            "{version}:\n{all}"
+        );
+    }
+    // A client that does not ask gets no staple.
+    let out = s_client(t.addr("https"), &["-servername", "app.test"]).await;
+    assert!(!out.all().contains("OCSP"), "{}", out.all());
+}

@@ -43,6 +43,7 @@ pub struct FileCertificate {
     pub cert: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
     pub self_signed: Option<Spanned<Vec<String>>>,
+    pub ocsp: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,9 @@
 //! Loading certificates and keys (PEM chains; PKCS#8, SEC1 and PKCS#1 keys) and generating
-//! self-signed ones, with the DNS names each certificate is valid for.
+//! self-signed ones, with the DNS names each certificate is valid for and when it expires.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -48,12 +49,80 @@ pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// Lower-case DNS names from the leaf's SANs (or its CN when it has no DNS SAN); `*.x` for wildcards.
     pub dns_names: Vec<String>,
+    /// The leaf's notAfter, in seconds since the Unix epoch (kept for an expiry metric).
+    pub not_after: i64,
+}
+
+/// Fewer days than this left before notAfter is warned about at load.
+pub const EXPIRY_WARN_DAYS: i64 = 14;
+
+const DAY_SECS: i64 = 86_400;
+
+/// Whole days from `now` until `not_after` (Unix seconds), rounded down; negative once expired.
+pub fn days_left(not_after: i64, now: SystemTime) -> i64 {
+    let now = match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    not_after.saturating_sub(now).div_euclid(DAY_SECS)
+}
+
+/// How a certificate's expiry is reported at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Fine,
+    Soon,
+    Expired,
+}
+
+impl LoadedCert {
+    /// Classifies the expiry at `now`: expired, under `EXPIRY_WARN_DAYS` left, or fine.
+    pub fn expiry(&self, now: SystemTime) -> (i64, Expiry) {
+        let days = days_left(self.not_after, now);
+        let kind = if days < 0 {
+            Expiry::Expired
+        } else if days < EXPIRY_WARN_DAYS {
+            Expiry::Soon
+        } else {
+            Expiry::Fine
+        };
+        (days, kind)
+    }
+
+    /// Logs the days left before notAfter: `info` always, `warn` when under
+    /// `EXPIRY_WARN_DAYS` or already expired. An expired certificate is still served.
+    pub fn log_expiry(&self, name: &str) {
+        let (days, kind) = self.expiry(SystemTime::now());
+        match kind {
+            Expiry::Fine => tracing::info!(certificate = name, days_left = days, "certificate loaded"),
+            Expiry::Soon => tracing::warn!(
+                certificate = name,
+                days_left = days,
+                "certificate expires in under {EXPIRY_WARN_DAYS} days; renew it"
+            ),
+            Expiry::Expired => tracing::warn!(
+                certificate = name,
+                days_left = days,
+                "certificate has EXPIRED and is still served; clients that check dates will refuse it until it is renewed"
+            ),
+        }
+    }
+
+    /// The same certificate with `der` stapled as its OCSP response.
+    pub fn with_ocsp(mut self, der: Vec<u8>) -> Self {
+        let mut key = (*self.key).clone();
+        key.ocsp = Some(der);
+        self.key = Arc::new(key);
+        self
+    }
 }
 
 impl std::fmt::Debug for LoadedCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedCert")
             .field("dns_names", &self.dns_names)
+            .field("not_after", &self.not_after)
+            .field("ocsp", &self.key.ocsp.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -136,7 +205,7 @@ pub fn load_pem(
         }
         Err(e) => return Err(bad_pem(key_name, e)),
     };
-    let dns_names = leaf_dns_names(leaf).map_err(|detail| CertError::BadCertificate {
+    let (dns_names, not_after) = leaf_facts(leaf).map_err(|detail| CertError::BadCertificate {
         path: cert_name.to_string(),
         detail,
     })?;
@@ -159,11 +228,13 @@ pub fn load_pem(
     Ok(LoadedCert {
         key: Arc::new(key),
         dns_names,
+        not_after,
     })
 }
 
-/// The DNS names a leaf certificate is valid for: its DNS SANs, or its CN when it has none.
-fn leaf_dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+/// The DNS names a leaf certificate is valid for (its DNS SANs, or its CN when it has none),
+/// and its notAfter in Unix seconds.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
     let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -180,7 +251,7 @@ fn leaf_dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
             }
         }
     }
-    Ok(names)
+    Ok((names, cert.validity().not_after.timestamp()))
 }
 
 /// PEM text of a freshly generated self-signed certificate and its key.
@@ -213,6 +284,56 @@ mod tests {
     fn self_signed_certificate_has_its_names() {
         let cert = self_signed(&["localhost".into(), "*.example.com".into()]).unwrap();
         assert_eq!(cert.dns_names, vec!["localhost", "*.example.com"]);
+    }
+
+    /// A self-signed certificate whose notAfter is `now + offset_days`.
+    fn expiring_in(offset_days: i64) -> LoadedCert {
+        let mut params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).unwrap();
+        let now = x509_parser::time::ASN1Time::now().to_datetime();
+        params.not_before = now - std::time::Duration::from_secs(200 * 86_400);
+        params.not_after = if offset_days >= 0 {
+            now + std::time::Duration::from_secs(offset_days.unsigned_abs() * 86_400)
+        } else {
+            now - std::time::Duration::from_secs(offset_days.unsigned_abs() * 86_400)
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        load_pem(&cert.pem(), "x.pem", &key.serialize_pem(), "x.key").unwrap()
+    }
+
+    #[test]
+    fn days_left_rounds_down_and_goes_negative() {
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        assert_eq!(days_left(10 * DAY_SECS, at(0)), 10);
+        assert_eq!(days_left(10 * DAY_SECS, at(1)), 9);
+        assert_eq!(days_left(10 * DAY_SECS, at(10 * 86_400)), 0);
+        assert_eq!(days_left(10 * DAY_SECS, at(10 * 86_400 + 1)), -1);
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_leaf_and_classified() {
+        let now = SystemTime::now();
+        // Seconds pass between generating and checking, so 5 days become 4.99.
+        let (days, kind) = expiring_in(5).expiry(now);
+        assert!((4..=5).contains(&days), "{days}");
+        assert_eq!(kind, Expiry::Soon);
+        let (days, kind) = expiring_in(100).expiry(now);
+        assert!((99..=100).contains(&days), "{days}");
+        assert_eq!(kind, Expiry::Fine);
+        let (days, kind) = expiring_in(-3).expiry(now);
+        assert!((-4..=-3).contains(&days), "{days}");
+        assert_eq!(kind, Expiry::Expired);
+    }
+
+    #[test]
+    fn ocsp_is_stapled_on_the_key() {
+        let cert = self_signed(&["a.test".into()]).unwrap();
+        assert!(cert.key.ocsp.is_none());
+        let stapled = cert.with_ocsp(vec![0x30, 0x03, 0x0a, 0x01, 0x01]);
+        assert_eq!(
+            stapled.key.ocsp.as_deref(),
+            Some(&[0x30, 0x03, 0x0a, 0x01, 0x01][..])
+        );
     }
 
     #[test]

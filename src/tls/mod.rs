@@ -1,11 +1,12 @@
 //! TLS termination: certificates, the SNI resolver, key exchange preference and the policy
 //! presets that build a listener's rustls configuration, session resumption and its ticket keys,
-//! client certificates.
+//! client certificates, stapled OCSP responses.
 
 pub mod certs;
 pub mod client_auth;
 pub mod client_cert;
 pub mod kx;
+pub mod ocsp;
 pub mod policy;
 pub mod resolver;
 pub mod stats;

@@ -2,6 +2,7 @@
 //! position, so terminus never starts on a half-valid config. Pools and listeners are
 //! validated in their own files.
 
+mod certificate;
 mod client_auth;
 mod health;
 mod l4;
@@ -22,7 +23,6 @@ use toml::Spanned;
 use super::error::{toml_error, ConfigError, ConfigErrors, Locator};
 use super::file::*;
 use super::*;
-use crate::tls;
 
 const DURATION_HINT: &str = "expected a duration such as \"500ms\", \"5s\" or \"2m\"";
 const NAME_HINT: &str = "expected 1 to 64 letters, digits, '-', '_' or '.'";
@@ -217,79 +217,5 @@ impl Validator<'_> {
         } else {
             self.base_dir.join(p)
         }
-    }
-
-    fn certificates(&mut self, certs: &[FileCertificate]) -> Vec<Option<Certificate>> {
-        self.unique("certificate", certs.iter().map(|c| &c.name));
-        certs.iter().map(|c| self.certificate(c)).collect()
-    }
-
-    fn certificate(&mut self, c: &FileCertificate) -> Option<Certificate> {
-        self.name(&c.name, "certificate");
-        let loaded = match (&c.cert, &c.key, &c.self_signed) {
-            (Some(cert), Some(key), None) => {
-                match tls::certs::load_pem_files(
-                    &self.path(cert.get_ref()),
-                    &self.path(key.get_ref()),
-                ) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let span = match e {
-                            tls::CertError::EncryptedKey { .. }
-                            | tls::CertError::NoKey { .. }
-                            | tls::CertError::UnsupportedKey { .. }
-                            | tls::CertError::KeyMismatch { .. } => key.span(),
-                            tls::CertError::Read { ref path, .. }
-                            | tls::CertError::NotPem { ref path }
-                            | tls::CertError::BadPem { ref path, .. }
-                                if *path != self.path(cert.get_ref()).display().to_string() =>
-                            {
-                                key.span()
-                            }
-                            _ => cert.span(),
-                        };
-                        let text = e.to_string();
-                        let (what, hint) = text.split_once("; ").unwrap_or((
-                            &text,
-                            "expected a PEM certificate chain and its private key",
-                        ));
-                        self.err(span, what.to_string(), hint.to_string());
-                        return None;
-                    }
-                }
-            }
-            (None, None, Some(names)) if !names.get_ref().is_empty() => {
-                match tls::certs::self_signed(names.get_ref()) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.err(
-                            names.span(),
-                            e.to_string(),
-                            "expected DNS names or IP addresses",
-                        );
-                        return None;
-                    }
-                }
-            }
-            (cert, key, Some(names)) if cert.is_some() || key.is_some() => {
-                self.err(
-                    names.span(),
-                    format!(
-                        "certificate `{}` sets both `self_signed` and `cert`/`key`",
-                        c.name.get_ref()
-                    ),
-                    "expected either cert and key files, or self_signed names",
-                );
-                return None;
-            }
-            _ => {
-                self.err(c.name.span(), format!("certificate `{}` needs `cert` and `key` files, or `self_signed` names", c.name.get_ref()), "expected cert = \"chain.pem\" and key = \"key.pem\", or self_signed = [\"localhost\"]");
-                return None;
-            }
-        };
-        Some(Certificate {
-            name: c.name.get_ref().clone(),
-            loaded,
-        })
     }
 }
