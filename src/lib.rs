@@ -10,4 +10,4 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
-pub use server::Server;
+pub use server::{ReloadSummary, Server};

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -29,18 +30,26 @@ pub struct ListenerState {
     pub accept_proxy_protocol: Vec<IpNet>,
 }
 
-/// Accepts until shutdown begins; each connection holds a copy of the watch, so draining
-/// waits for the accept loop and every connection.
-pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut shutdown: Watch) {
+/// Accepts until shutdown begins or `stop` fires (the listener left the config on a
+/// reload); each connection holds a copy of the shutdown watch, so draining waits for the
+/// accept loop and every connection. Each connection loads the listener's current state once
+/// and keeps it, so a reload changes only what later connections see.
+pub async fn accept_loop(
+    listener: TcpListener,
+    current: Arc<ArcSwap<ListenerState>>,
+    mut shutdown: Watch,
+    mut stop: Watch,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.signalled() => break,
+            _ = stop.signalled() => break,
         };
+        let state = current.load_full();
         match accepted {
             Ok((stream, client)) => {
                 let span = info_span!("conn", listener = %state.name, client = %client);
-                let state = state.clone();
                 let watch = shutdown.clone();
                 tokio::spawn(handle(stream, client, state, watch).instrument(span));
             }

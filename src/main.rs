@@ -114,7 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         (None, Some(path)) => match config::load_file(&path) {
-            Ok(config) => serve(config, false),
+            Ok(config) => serve(config, path),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!(
@@ -172,17 +172,27 @@ fn serve_default(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         config::parse(std::path::Path::new("<embedded default>"), &text)
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
-    serve_on(rt, config, true)
+    serve_on(rt, config, None)
 }
 
-fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+fn serve(config: Config, path: PathBuf) -> anyhow::Result<ExitCode> {
     let rt = runtime(config.workers)?;
-    serve_on(rt, config, demo)
+    serve_on(rt, config, Some(path))
 }
 
-fn serve_on(rt: tokio::runtime::Runtime, config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+/// Serves `config`; SIGHUP reloads `path` (the embedded default, without one, has nothing to
+/// reload).
+fn serve_on(
+    rt: tokio::runtime::Runtime,
+    config: Config,
+    path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let demo = path.is_none();
     rt.block_on(async {
         let server = Server::bind(&config).await?;
+        // Installed before `listening` is printed, so a SIGHUP sent then never kills terminus.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
         let addrs = server.local_addrs();
         for (name, addr) in &addrs {
             println!("listening name={name} addr={addr}");
@@ -192,9 +202,35 @@ fn serve_on(rt: tokio::runtime::Runtime, config: Config, demo: bool) -> anyhow::
             println!("terminus is running its embedded default: three demo backends behind https://localhost:{port}/");
             println!("try:  curl -k https://localhost:{port}/   (repeat it: the answers rotate over demo-1, demo-2, demo-3)");
         }
+        tokio::spawn(reload_on_hangup(server.clone(), path, hangup));
         server.run(shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reloads the config file on every SIGHUP. A refused reload is logged (at warn, by the
+/// server) and counted; the running config stays.
+async fn reload_on_hangup(
+    server: Server,
+    path: Option<PathBuf>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    while hup.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::info!("SIGHUP: the embedded default has no config file to reload");
+            continue;
+        };
+        tracing::info!(config = %path.display(), "SIGHUP: reloading");
+        if server.reload_file(path).await.is_err() {
+            let (ok, failed) = server.reload_counts();
+            tracing::warn!(
+                generation = server.generation(),
+                ok,
+                failed,
+                "SIGHUP: reload refused"
+            );
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

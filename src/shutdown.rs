@@ -34,9 +34,15 @@ impl Shutdown {
         }
     }
 
-    /// Tells every connection to finish, then waits until all have dropped their `Watch`.
-    pub async fn drain(self) {
+    /// Tells every holder of a `Watch` to finish, without waiting. (Dropping the `Shutdown`
+    /// signals too: `Watch::signalled` completes once its sender is gone.)
+    pub fn signal(&self) {
         let _ = self.tx.send(true);
+    }
+
+    /// Tells every connection to finish, then waits until all have dropped their `Watch`.
+    pub async fn drain(&self) {
+        self.signal();
         self.tx.closed().await;
     }
 
@@ -47,7 +53,8 @@ impl Shutdown {
 }
 
 impl Watch {
-    /// Completes once shutdown has begun (at once if it already has).
+    /// Completes once shutdown has begun (at once if it already has, or if the `Shutdown`
+    /// was dropped).
     pub async fn signalled(&mut self) {
         let _ = self.rx.wait_for(|stop| *stop).await;
     }
@@ -67,7 +74,7 @@ mod tests {
             w1.signalled().await;
             drop(w1);
         });
-        let drained = tokio::spawn(s.drain());
+        let drained = tokio::spawn(async move { s.drain().await });
         task.await.unwrap();
         assert!(!drained.is_finished());
         drop(w2);

@@ -125,6 +125,12 @@ impl ServerTls {
         })
     }
 
+    /// The same TLS counting into `stats` (a reload keeps a listener's counters).
+    pub fn with_stats(mut self, stats: Arc<HandshakeStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// The listener's handshake counters.
     pub fn stats(&self) -> &Arc<HandshakeStats> {
         &self.stats

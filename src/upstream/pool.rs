@@ -55,10 +55,26 @@ pub struct Picked<'a> {
 impl Pool {
     /// Builds the pool; fails only when a sticky cookie key or the TLS client cannot be made.
     pub fn new(spec: &config::Pool) -> Result<Self, String> {
+        Self::reloaded(spec, None)
+    }
+
+    /// Builds the pool, keeping from `previous` (the pool of the same name before a reload)
+    /// every backend whose name, address, weight and backup flag are unchanged: the same
+    /// `Arc<Backend>`, so requests in flight, health, ejection and latency averages carry over.
+    pub fn reloaded(spec: &config::Pool, previous: Option<&Pool>) -> Result<Self, String> {
+        let kept = |b: &config::Backend| {
+            let old = previous?.backends.iter().find(|o| o.name == b.name)?;
+            (old.address == b.address && old.weight == b.weight && old.backup == b.backup)
+                .then(|| old.clone())
+        };
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
             .map(|b| {
+                if let Some(old) = kept(b) {
+                    old.set_draining(b.drain);
+                    return old;
+                }
                 let backend = Backend::with_health(
                     b.name.clone(),
                     b.address,

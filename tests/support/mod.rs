@@ -69,6 +69,8 @@ pub struct InProcess {
     pub addrs: HashMap<String, SocketAddr>,
     /// The running server's pools, to read or change backend state as an operator would.
     pub pools: Vec<Arc<terminus::upstream::Pool>>,
+    /// The running server, to reload it.
+    pub server: terminus::Server,
     stop: Option<oneshot::Sender<()>>,
     pub done: Option<tokio::task::JoinHandle<()>>,
 }
@@ -107,12 +109,14 @@ pub async fn start(dir: &Path, config: &str) -> InProcess {
     let addrs = server.local_addrs().into_iter().collect();
     let pools = server.pools().to_vec();
     let (tx, rx) = oneshot::channel();
+    let handle = server.clone();
     let done = tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
     InProcess {
         addrs,
         pools,
+        server: handle,
         stop: Some(tx),
         done: Some(done),
     }
@@ -707,12 +711,14 @@ pub async fn start_with_stats(
     let addrs = server.local_addrs().into_iter().collect();
     let pools = server.pools().to_vec();
     let (tx, rx) = oneshot::channel();
+    let handle = server.clone();
     let done = tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
     let t = InProcess {
         addrs,
         pools,
+        server: handle,
         stop: Some(tx),
         done: Some(done),
     };

@@ -1,0 +1,83 @@
+//! Building a config's complete runtime state (pools, routers, TLS configs) before anything
+//! is bound or swapped, at start and on every reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::ServerError;
+use crate::config::{Config, ListenerProtocol};
+use crate::http::Router;
+use crate::listener::ListenerState;
+use crate::tls;
+use crate::upstream::Pool;
+
+/// The complete state a config asks for, built before anything is bound or swapped.
+pub(super) struct Built {
+    pub pools: Vec<Arc<Pool>>,
+    pub listeners: Vec<(SocketAddr, Arc<ListenerState>)>,
+}
+
+/// Pools (carrying over backends from `old_pools` by pool name), routers and TLS configs
+/// (carrying over handshake counters by listener name) for `config`.
+pub(super) fn build(
+    config: &Config,
+    old_pools: &[Arc<Pool>],
+    stats: &HashMap<String, Arc<tls::HandshakeStats>>,
+) -> Result<Built, ServerError> {
+    for c in &config.certificates {
+        c.loaded.log_expiry(&c.name);
+    }
+    let mut pools = Vec::new();
+    for p in &config.pools {
+        let previous = old_pools.iter().find(|o| o.name == p.name);
+        let pool =
+            Pool::reloaded(p, previous.map(|o| &**o)).map_err(|reason| ServerError::Pool {
+                name: p.name.clone(),
+                reason,
+            })?;
+        pools.push(Arc::new(pool));
+    }
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let server_tls = match (&l.protocol, &l.tls) {
+            (ListenerProtocol::Https | ListenerProtocol::Tcp, Some(t)) => {
+                let certs: Vec<tls::LoadedCert> = t
+                    .certificates
+                    .iter()
+                    .filter_map(|&i| config.certificates.get(i))
+                    .map(|c| c.loaded.clone())
+                    .collect();
+                let server_tls = tls::ServerTls::with_resumption(
+                    t.policy,
+                    &t.alpn,
+                    &certs,
+                    t.default_certificate,
+                    &l.name,
+                    &t.resumption,
+                    &t.client_auth,
+                )
+                .map_err(|source| ServerError::Tls {
+                    name: l.name.clone(),
+                    source,
+                })?;
+                Some(match stats.get(&l.name) {
+                    Some(s) => server_tls.with_stats(s.clone()),
+                    None => server_tls,
+                })
+            }
+            _ => None,
+        };
+        let state = Arc::new(ListenerState {
+            name: l.name.clone(),
+            tls: server_tls,
+            router: Arc::new(Router::new(&l.routes, &pools)),
+            tls_handshake_timeout: config.timeouts.tls_handshake,
+            client_header_timeout: config.timeouts.client_header,
+            protocol: l.protocol,
+            accept_proxy_protocol: l.accept_proxy_protocol.clone(),
+        });
+        listeners.push((l.bind, state));
+    }
+    Ok(Built { pools, listeners })
+}
