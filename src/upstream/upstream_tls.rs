@@ -228,7 +228,7 @@ impl hyper::rt::Write for UpstreamStream {
 /// Accepts any certificate (`insecure_skip_verify = true`) but still checks the handshake's
 /// signatures, so the connection is at least encrypted to whoever holds the key presented.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub(crate) struct NoVerification(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

@@ -2,11 +2,8 @@
 //! certificates are verified against and the CRLs that revoke some. Files are read here, and
 //! the verifier is built once, so a bad bundle or CRL stops the start.
 
-use std::sync::Arc;
-
-use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls_pki_types::CertificateRevocationListDer;
 use toml::Spanned;
 
 use super::Validator;
@@ -56,7 +53,7 @@ impl Validator<'_> {
             );
             return ClientAuth::None;
         };
-        let Some(roots) = self.client_ca(ca) else {
+        let Some(roots) = self.ca_bundle(CA_HINT, ca) else {
             return ClientAuth::None;
         };
         let crls = match &c.crl {
@@ -78,46 +75,6 @@ impl Validator<'_> {
             );
         }
         auth
-    }
-
-    fn client_ca(&mut self, ca: &Spanned<String>) -> Option<Arc<RootCertStore>> {
-        let path = self.path(ca.get_ref());
-        let shown = path.display();
-        let certs: Result<Vec<CertificateDer<'static>>, String> = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {shown}: {e}"))
-            .and_then(|text| {
-                CertificateDer::pem_slice_iter(&text)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("{shown}: bad PEM: {e}"))
-            });
-        let certs = match certs {
-            Ok(c) if !c.is_empty() => c,
-            Ok(_) => {
-                self.err(
-                    ca.span(),
-                    format!("{shown} holds no CERTIFICATE block"),
-                    CA_HINT,
-                );
-                return None;
-            }
-            Err(why) => {
-                self.err(ca.span(), why, CA_HINT);
-                return None;
-            }
-        };
-        let mut roots = RootCertStore::empty();
-        for (i, cert) in certs.into_iter().enumerate() {
-            if let Err(e) = roots.add(cert) {
-                let n = i + 1;
-                self.err(
-                    ca.span(),
-                    format!("certificate {n} of {shown} cannot be a trust anchor: {e}"),
-                    CA_HINT,
-                );
-                return None;
-            }
-        }
-        Some(Arc::new(roots))
     }
 
     fn crls(&mut self, files: &Spanned<Vec<String>>) -> Vec<CertificateRevocationListDer<'static>> {

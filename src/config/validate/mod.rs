@@ -2,6 +2,7 @@
 //! position, so terminus never starts on a half-valid config. Pools and listeners are
 //! validated in their own files.
 
+mod ca;
 mod certificate;
 mod client_auth;
 mod health;

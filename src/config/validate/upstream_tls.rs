@@ -6,8 +6,7 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use toml::Spanned;
 
 use crate::config::file::FileUpstreamTls;
@@ -53,7 +52,7 @@ impl Validator<'_> {
                 None
             }
             (None, Some(_)) => Some(UpstreamVerify::InsecureSkipVerify),
-            (Some(ca), None) => self.ca_bundle(ca).map(UpstreamVerify::Roots),
+            (Some(ca), None) => self.ca_bundle(CA_HINT, ca).map(UpstreamVerify::Roots),
             (None, None) => match system_roots() {
                 Ok(roots) => Some(UpstreamVerify::Roots(roots)),
                 Err(why) => {
@@ -66,48 +65,6 @@ impl Validator<'_> {
                 }
             },
         }
-    }
-
-    fn ca_bundle(&mut self, ca: &Spanned<String>) -> Option<Arc<RootCertStore>> {
-        let path = self.path(ca.get_ref());
-        let shown = path.display();
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.err(ca.span(), format!("cannot read {shown}: {e}"), CA_HINT);
-                return None;
-            }
-        };
-        let certs: Result<Vec<CertificateDer<'static>>, _> =
-            CertificateDer::pem_slice_iter(&text).collect();
-        let certs = match certs {
-            Ok(c) if !c.is_empty() => c,
-            Ok(_) => {
-                self.err(
-                    ca.span(),
-                    format!("{shown} holds no CERTIFICATE block"),
-                    CA_HINT,
-                );
-                return None;
-            }
-            Err(e) => {
-                self.err(ca.span(), format!("{shown}: bad PEM: {e}"), CA_HINT);
-                return None;
-            }
-        };
-        let mut roots = RootCertStore::empty();
-        for (i, cert) in certs.into_iter().enumerate() {
-            if let Err(e) = roots.add(cert) {
-                let n = i + 1;
-                self.err(
-                    ca.span(),
-                    format!("certificate {n} of {shown} cannot be a trust anchor: {e}"),
-                    CA_HINT,
-                );
-                return None;
-            }
-        }
-        Some(Arc::new(roots))
     }
 
     fn upstream_name(&mut self, n: &Spanned<String>) -> Option<ServerName<'static>> {
