@@ -9,5 +9,6 @@ pub mod shutdown;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 
 pub use server::{ReloadSummary, Server};

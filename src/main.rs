@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use terminus::config::{self, default::DEMO_BACKENDS, Config};
 use terminus::demo::DemoBackend;
+use terminus::watch::FileWatch;
 use terminus::Server;
 use tokio::net::TcpListener;
 
@@ -202,34 +203,51 @@ fn serve_on(
             println!("terminus is running its embedded default: three demo backends behind https://localhost:{port}/");
             println!("try:  curl -k https://localhost:{port}/   (repeat it: the answers rotate over demo-1, demo-2, demo-3)");
         }
+        if let Some(path) = &path {
+            tokio::spawn(reload_on_change(server.clone(), path.clone()));
+        }
         tokio::spawn(reload_on_hangup(server.clone(), path, hangup));
         server.run(shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Reloads the config file on every SIGHUP. A refused reload is logged (at warn, by the
-/// server) and counted; the running config stays.
+/// Reloads the config file on every SIGHUP.
 async fn reload_on_hangup(
     server: Server,
     path: Option<PathBuf>,
     mut hup: tokio::signal::unix::Signal,
 ) {
     while hup.recv().await.is_some() {
-        let Some(path) = &path else {
-            tracing::info!("SIGHUP: the embedded default has no config file to reload");
-            continue;
-        };
-        tracing::info!(config = %path.display(), "SIGHUP: reloading");
-        if server.reload_file(path).await.is_err() {
-            let (ok, failed) = server.reload_counts();
-            tracing::warn!(
-                generation = server.generation(),
-                ok,
-                failed,
-                "SIGHUP: reload refused"
-            );
+        match &path {
+            Some(path) => reload(&server, path, "SIGHUP").await,
+            None => tracing::info!("SIGHUP: the embedded default has no config file to reload"),
         }
+    }
+}
+
+/// Reloads the config file whenever the file watch (`[global] watch`) sees it or a file it
+/// names change; idle while `watch` is not set.
+async fn reload_on_change(server: Server, path: PathBuf) {
+    let mut watch = FileWatch::new(server.clone());
+    loop {
+        watch.changed().await;
+        reload(&server, &path, "file watch").await;
+    }
+}
+
+/// One reload, whatever asked for it. A refused reload is logged (at warn, by the server)
+/// and counted; the running config stays.
+async fn reload(server: &Server, path: &std::path::Path, cause: &str) {
+    tracing::info!(config = %path.display(), "{cause}: reloading");
+    if server.reload_file(path).await.is_err() {
+        let (ok, failed) = server.reload_counts();
+        tracing::warn!(
+            generation = server.generation(),
+            ok,
+            failed,
+            "{cause}: reload refused"
+        );
     }
 }
 

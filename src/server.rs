@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,6 +77,9 @@ struct Live {
     /// Stops this generation's health checks when signalled or dropped.
     health_stop: Shutdown,
     grace_period: Duration,
+    /// `[global] watch` and the files it polls, as the current config names them.
+    watch: Option<Duration>,
+    watched_files: Vec<PathBuf>,
     /// Whether `run` has started: accept loops and health checks are spawned from then on.
     running: bool,
 }
@@ -107,6 +110,8 @@ impl Server {
             pools: built.pools,
             health_stop: Shutdown::new(),
             grace_period: config.grace_period,
+            watch: config.watch,
+            watched_files: config.watched_files.clone(),
             running: false,
         };
         Ok(Self {
@@ -159,6 +164,12 @@ impl Server {
             i.reloads_ok.load(Ordering::Relaxed),
             i.reloads_failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// The current config's file-watch interval (`None`: off) and the files it polls.
+    pub fn watched(&self) -> (Option<Duration>, Vec<PathBuf>) {
+        let live = self.live();
+        (live.watch, live.watched_files.clone())
     }
 
     /// Reads and validates `path`, then reloads it (see `reload`). An invalid file changes
@@ -259,6 +270,8 @@ impl Server {
         live.health_stop = Shutdown::new();
         live.pools = built.pools;
         live.grace_period = new.grace_period;
+        live.watch = new.watch;
+        live.watched_files = new.watched_files.clone();
         if live.running {
             spawn_health(&live);
         }

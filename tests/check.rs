@@ -589,3 +589,92 @@ fn failover_persistence_and_tls_errors_point_at_their_keys() {
         assert_error(&out, &path, line, col, message, hint);
     }
 }
+
+/// The errors of resumption keys, CRLs, `[pool.tls]`, PROXY protocol and passthrough
+/// listeners, each at its key's position. Files are named relative to the config file.
+#[test]
+fn key_file_crl_upstream_tls_and_l4_errors_point_at_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a", &["a.test"]);
+    write_cert(dir.path(), "b", &["b.test"]);
+    std::fs::write(dir.path().join("bad.key"), "not base64!\n").unwrap();
+    // (insert after line, block, line, column, message, hint)
+    let cases: [(usize, &str, usize, usize, &str, &str); 9] = [
+        (
+            7,
+            "  [listener.resumption]\n  ticket_key_file = \"missing.key\"",
+            9,
+            21,
+            "cannot read",
+            "openssl rand -base64 48",
+        ),
+        (
+            7,
+            "  [listener.resumption]\n  ticket_key_file = \"bad.key\"",
+            9,
+            21,
+            "bad.key line 1: not base64",
+            "base64 of 32+ random bytes",
+        ),
+        (
+            7,
+            "  [listener.resumption]\n  ticket_lifetime = \"7d\"\n  rotate_every = \"1m\"",
+            10,
+            18,
+            "rotate_every `1m` is too short",
+            "at least ticket_lifetime / 168",
+        ),
+        (
+            7,
+            "  [listener.client_auth]\n  mode = \"required\"\n  ca = \"a.pem\"\n  crl = [\"a.pem\"]",
+            11,
+            9,
+            "a.pem holds no X509 CRL block",
+            "-----BEGIN X509 CRL-----",
+        ),
+        (
+            15,
+            "  [pool.tls]\n  certificate = \"a.pem\"",
+            17,
+            17,
+            "needs both `certificate` and `key`",
+            "or neither",
+        ),
+        (
+            15,
+            "  [pool.tls]\n  certificate = \"a.pem\"\n  key = \"b.key\"",
+            18,
+            9,
+            "b.key does not match the certificate",
+            "the private key of the leaf certificate",
+        ),
+        (
+            15,
+            "  [pool.tls]\n  ca = \"a.pem\"\n  insecure_skip_verify = true",
+            17,
+            8,
+            "`ca` and `insecure_skip_verify = true` contradict each other",
+            "insecure_skip_verify = true alone",
+        ),
+        (
+            15,
+            "proxy_protocol = \"v3\"",
+            16,
+            18,
+            "unknown proxy_protocol `v3`",
+            "\"v1\" or \"v2\"",
+        ),
+        (
+            7,
+            "protocol = \"tls-passthrough\"\ntls_policy = \"modern\"",
+            9,
+            14,
+            "`tls_policy` is set on a tls-passthrough listener",
+            "or remove the key",
+        ),
+    ];
+    for (after, block, line, col, message, hint) in cases {
+        let (path, out) = check(dir.path(), &base_inserting(after, block));
+        assert_error(&out, &path, line, col, message, hint);
+    }
+}

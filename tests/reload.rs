@@ -1,5 +1,6 @@
 //! Hot reload: a new certificate and a changed pool under steady traffic with zero failed
-//! requests, a refused reload that changes nothing, and SIGHUP on the real binary.
+//! requests, a refused reload that changes nothing, and SIGHUP and the file watch on the
+//! real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -233,4 +234,54 @@ async fn reload_binds_new_listeners_and_stops_removed_ones() {
         "established connection finishes"
     );
     assert_eq!(get_once(first, "localhost", tls, "/").await.status, 200);
+}
+
+/// GETs through `addr` until `backend` answers, every answer a 200; fails after `WAIT`.
+async fn until_backend(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, backend: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ans = get_once(addr, "localhost", tls.clone(), "/").await;
+        assert_eq!(ans.status, 200);
+        if ans.backend() == backend {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_watch_reloads_a_changed_config_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let backends = demo_backends(&["x", "y"]).await;
+    let path = dir.path().join("terminus.toml");
+    let config = |b: &[(&str, SocketAddr)]| {
+        one_pool_config(&cert, &pool_body(b)).replace("[global]\n", "[global]\nwatch = \"100ms\"\n")
+    };
+    std::fs::write(&path, config(&backends[..1])).unwrap();
+    let p = Process::spawn(&["--config", path.to_str().unwrap()], 1);
+    let addr = p.addrs["https"];
+    let tls = client_tls(&cert.cert_pem, &["http/1.1"]);
+    until_backend(addr, tls.clone(), "x").await;
+
+    // An invalid rewrite (a route to no pool) is refused: x keeps answering.
+    let invalid = config(&backends[1..]).replace("pool = \"app\"", "pool = \"missing\"");
+    std::fs::write(&path, invalid).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let ans = get_once(addr, "localhost", tls.clone(), "/").await;
+        assert_eq!((ans.status, ans.backend()), (200, "x"));
+    }
+
+    // A valid rewrite switches the route's backend, without any signal.
+    std::fs::write(&path, config(&backends[1..])).unwrap();
+    until_backend(addr, tls.clone(), "y").await;
+    for _ in 0..5 {
+        let ans = get_once(addr, "localhost", tls.clone(), "/").await;
+        assert_eq!(ans.backend(), "y");
+    }
 }

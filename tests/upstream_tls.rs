@@ -113,6 +113,42 @@ async fn h2_pool_speaks_http2_over_tls() {
     }
 }
 
+/// curl, a real client, through a listener whose pool re-encrypts to a verified TLS backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_the_tls_backends_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "backend", &["backend.test"]);
+    let backend = TlsBackend::start("b1", &cert, None).await;
+    let tls = format!(
+        "ca = \"{}\"\nserver_name = \"backend.test\"",
+        path(&cert.cert_path)
+    );
+    let f = terminus_to(&backend, "", &tls).await;
+    let port = f.terminus.addr("https").port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}/");
+    let ca = path(&f.cert.cert_path);
+    let args = [
+        "-q",
+        "-sS",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "10",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-w",
+        "\nSTATUS %{http_code}",
+        &url,
+    ];
+    let out = run_tool("curl", &args, None).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "tls b1 HTTP/1.1\nSTATUS 200", "{}", out.stderr);
+    assert_eq!(backend.hits(), 1);
+}
+
 /// The errors of `[pool.tls]` keys, each at its key's line and column.
 #[test]
 fn config_errors_point_at_the_key() {

@@ -24,6 +24,7 @@ pub struct FileConfig {
 pub struct FileGlobal {
     pub workers: Option<Spanned<i64>>,
     pub grace_period: Option<Spanned<String>>,
+    pub watch: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@ mod tests;
 mod validate;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -23,6 +24,12 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub grace_period: Duration,
+    /// `[global] watch`: how often to poll `watched_files` for a change that triggers a
+    /// reload; `None` (the default) means reloads happen on SIGHUP only.
+    pub watch: Option<Duration>,
+    /// The config file and every file it references (certificates, keys, CA bundles, CRLs,
+    /// OCSP responses, ticket and cookie key files), as the file watch polls them.
+    pub watched_files: Vec<PathBuf>,
     pub timeouts: ClientTimeouts,
     pub certificates: Vec<Certificate>,
     pub listeners: Vec<Listener>,

@@ -148,3 +148,25 @@ fn sticky_and_retry_tables_are_validated() {
         assert!(e[0].starts_with(want), "{keys}: {e:?}");
     }
 }
+
+#[test]
+fn watch_is_off_by_default_and_collects_every_named_file() {
+    let off = parse(Path::new("t.toml"), BASE).unwrap();
+    assert_eq!(off.watch, None);
+    assert_eq!(off.watched_files, [Path::new("t.toml")]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = crate::tls::certs::generate_self_signed(&["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("c.pem"), &pem.cert_pem).unwrap();
+    std::fs::write(dir.path().join("c.key"), &pem.key_pem).unwrap();
+    let text = BASE.replace(
+        "self_signed = [\"localhost\"]",
+        "cert = \"c.pem\"\nkey = \"c.key\"",
+    );
+    let config = dir.path().join("t.toml");
+    let on = parse(&config, &format!("[global]\nwatch = \"250ms\"\n{text}")).unwrap();
+    assert_eq!(on.watch, Some(std::time::Duration::from_millis(250)));
+    let mut want = vec![dir.path().join("c.key"), dir.path().join("c.pem"), config];
+    want.sort();
+    assert_eq!(on.watched_files, want);
+}

@@ -52,6 +52,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
         loc,
         base_dir,
         errors: Vec::new(),
+        watched: vec![path.to_path_buf()],
     };
     let config = v.config(&file);
     if v.errors.is_empty() {
@@ -77,6 +78,8 @@ struct Validator<'a> {
     loc: Locator<'a>,
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
+    /// Every file path the config names, for `Config::watched_files`.
+    watched: Vec<PathBuf>,
 }
 
 impl Validator<'_> {
@@ -93,6 +96,11 @@ impl Validator<'_> {
             .and_then(|w| self.int_in(w, 1, 1024, "workers"))
             .map(|w| w as usize);
         let grace_period = self.duration(&f.global.grace_period, Duration::from_secs(30));
+        let watch = f
+            .global
+            .watch
+            .is_some()
+            .then(|| self.duration(&f.global.watch, Duration::from_secs(2)));
         let t = &f.timeouts;
         let timeouts = ClientTimeouts {
             tls_handshake: self.duration(&t.tls_handshake, Duration::from_secs(10)),
@@ -120,9 +128,14 @@ impl Validator<'_> {
                 "add a [[listener]] table with a name, a bind address and a route",
             );
         }
+        let mut watched_files = std::mem::take(&mut self.watched);
+        watched_files.sort();
+        watched_files.dedup();
         Some(Config {
             workers,
             grace_period,
+            watch,
+            watched_files,
             timeouts,
             certificates: certificates.into_iter().collect::<Option<Vec<_>>>()?,
             listeners,
@@ -211,12 +224,16 @@ impl Validator<'_> {
         }
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    /// Resolves a path the config names (relative to the config file's directory) and
+    /// records it for the file watch.
+    fn path(&mut self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() {
+        let path = if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
-        }
+        };
+        self.watched.push(path.clone());
+        path
     }
 }
