@@ -13,28 +13,9 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
     RevokedCertParams, SerialNumber,
 };
-use support::ToolOut;
+use support::{run_tool, ToolOut};
 
-/// A tool's exit code and output, printable in assertion messages.
-#[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Out {
-    let ToolOut {
-        code,
-        stdout,
-        stderr,
-    } = support::run_tool(program, args, stdin).await;
-    Out {
-        code,
-        stdout,
-        stderr,
-    }
-}
+type Out = ToolOut;
 
 struct Ca {
     cert: rcgen::Certificate,

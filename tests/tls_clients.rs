@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,83 +17,10 @@ use rustls::NamedGroup;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Seconds an external command may run before `timeout` stops it.
-const TOOL_SECONDS: &str = "15";
+type Out = ToolOut;
 
-/// What an external command printed, and how it ended.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-/// Runs `program args` under `timeout` (off the runtime's threads, so terminus keeps serving),
-/// with proxies ignored and `stdin` (or nothing) as input.
 async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Out {
-    let program = program.to_string();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let input = stdin.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=2", TOOL_SECONDS, &program])
-            .args(&args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd.spawn().expect("cannot run `timeout` (coreutils)");
-        if let Some(text) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let res = Out {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        match res.code {
-            Some(126) | Some(127) => panic!(
-                "`{program}` is not installed or cannot run; these tests need curl and openssl \
-                 (apt-get install curl openssl): {}",
-                res.stderr
-            ),
-            Some(124) | Some(137) => panic!(
-                "`{program} {}` did not finish within {TOOL_SECONDS}s:\n{}",
-                args.join(" "),
-                res.all()
-            ),
-            _ => res,
-        }
-    })
-    .await
-    .unwrap()
+    run_tool(program, args, stdin).await
 }
 
 /// Runs an openssl subcommand that must succeed.

@@ -725,44 +725,79 @@ pub async fn start_with_stats(
     (t, stats)
 }
 
-/// What an external command printed, and its exit code.
+/// What an external command printed, and how it ended.
+#[derive(Debug)]
 pub struct ToolOut {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
-/// Runs `program args` under `timeout` (15 s, off the runtime's threads), with `stdin` as input.
+impl ToolOut {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Both outputs, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Seconds an external command may run before `timeout` stops it.
+const TOOL_SECONDS: &str = "15";
+
+/// Runs `program args` under `timeout` (off the runtime's threads, so terminus keeps serving),
+/// with proxies ignored and `stdin` (or nothing) as input. A tool that is missing or does not
+/// finish in time fails the test with a message saying so.
 pub async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> ToolOut {
     let program = program.to_string();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let input = stdin.map(str::to_string);
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("timeout")
-            .args(["--kill-after=2", "15", &program])
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=2", TOOL_SECONDS, &program])
             .args(&args)
-            .stdin(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run `timeout` (coreutils)");
-        let mut stdin = child.stdin.take().unwrap();
+            .stderr(Stdio::piped());
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("cannot run `timeout` (coreutils)");
         if let Some(text) = input {
             use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
             let _ = stdin.write_all(text.as_bytes());
         }
-        drop(stdin);
         let out = child.wait_with_output().unwrap();
-        let code = out.status.code();
-        assert!(
-            !matches!(code, Some(124 | 126 | 127 | 137)),
-            "`{program} {}` did not run or finish in time (exit {code:?})",
-            args.join(" ")
-        );
-        ToolOut {
-            code,
+        let res = ToolOut {
+            code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        match res.code {
+            Some(126) | Some(127) => panic!(
+                "`{program}` is not installed or cannot run; these tests need curl and openssl \
+                 (apt-get install curl openssl): {}",
+                res.stderr
+            ),
+            Some(124) | Some(137) => panic!(
+                "`{program} {}` did not finish within {TOOL_SECONDS}s:\n{}",
+                args.join(" "),
+                res.all()
+            ),
+            _ => res,
         }
     })
     .await
