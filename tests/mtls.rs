@@ -13,7 +13,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
     RevokedCertParams, SerialNumber,
 };
-use support::{run_tool, ToolOut};
+use support::{curl_https, run_tool, ToolOut};
 
 type Out = ToolOut;
 
@@ -160,28 +160,12 @@ async fn curl(
     cert: Option<&(PathBuf, PathBuf, String)>,
     extra: &[&str],
 ) -> Out {
-    let resolve = format!("a.test:{}:127.0.0.1", addr.port());
-    let url = format!("https://a.test:{}/headers", addr.port());
-    let mut args = vec![
-        "-q",
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "10",
-        "--cacert",
-        p(ca),
-        "--resolve",
-        &resolve,
-        "-w",
-        "\nSTATUS %{http_code}",
-    ];
+    let mut args = vec!["-w", "\nSTATUS %{http_code}"];
     if let Some((c, k, _)) = cert {
         args.extend_from_slice(&["--cert", p(c), "--key", p(k)]);
     }
     args.extend_from_slice(extra);
-    args.push(&url);
-    run_tool("curl", &args, None).await
+    curl_https(addr, "a.test", "/headers", ca, &args).await
 }
 
 fn status(out: &Out) -> &str {

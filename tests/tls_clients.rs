@@ -122,26 +122,9 @@ fn config(certs: &[(&str, &TestCert)], listeners: &[(&str, &str)], backend: Sock
 /// `curl` to `https://NAME:PORT/` resolved to 127.0.0.1, trusting `ca`; stdout ends with a
 /// line `STATUS HTTP_VERSION`, stderr holds the verbose handshake.
 async fn curl(addr: SocketAddr, name: &str, ca: &Path, extra: &[&str]) -> Out {
-    let resolve = format!("{name}:{}:127.0.0.1", addr.port());
-    let url = format!("https://{name}:{}/", addr.port());
-    let mut args = vec![
-        "-q",
-        "-sS",
-        "-v",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "10",
-        "--cacert",
-        p(ca),
-        "--resolve",
-        &resolve,
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ];
+    let mut args = vec!["-v", "-w", "\n%{http_code} %{http_version}"];
     args.extend_from_slice(extra);
-    args.push(&url);
-    run("curl", &args, None).await
+    curl_https(addr, name, "/", ca, &args).await
 }
 
 /// `openssl s_client` to `addr` with stdin closed, so it ends after the handshake.

@@ -124,26 +124,14 @@ async fn curl_gets_the_tls_backends_answer() {
         path(&cert.cert_path)
     );
     let f = terminus_to(&backend, "", &tls).await;
-    let port = f.terminus.addr("https").port();
-    let resolve = format!("localhost:{port}:127.0.0.1");
-    let url = format!("https://localhost:{port}/");
-    let ca = path(&f.cert.cert_path);
-    let args = [
-        "-q",
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "10",
-        "--cacert",
-        &ca,
-        "--resolve",
-        &resolve,
-        "-w",
-        "\nSTATUS %{http_code}",
-        &url,
-    ];
-    let out = run_tool("curl", &args, None).await;
+    let out = curl_https(
+        f.terminus.addr("https"),
+        "localhost",
+        "/",
+        &f.cert.cert_path,
+        &["-w", "\nSTATUS %{http_code}"],
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "tls b1 HTTP/1.1\nSTATUS 200", "{}", out.stderr);
     assert_eq!(backend.hits(), 1);

@@ -803,3 +803,32 @@ pub async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> Tool
     .await
     .unwrap()
 }
+
+/// `curl` to `https://NAME:PORT/PATH` resolved to 127.0.0.1 (so NAME is the SNI), trusting
+/// `ca`, ignoring proxies, within 10 s; `extra` comes before the URL (`-w`, `--cert`, ...).
+pub async fn curl_https(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    ca: &Path,
+    extra: &[&str],
+) -> ToolOut {
+    let resolve = format!("{name}:{}:127.0.0.1", addr.port());
+    let url = format!("https://{name}:{}{path}", addr.port());
+    let ca = ca.to_str().expect("a UTF-8 path");
+    let mut args = vec![
+        "-q",
+        "-sS",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "10",
+        "--cacert",
+        ca,
+        "--resolve",
+        &resolve,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    run_tool("curl", &args, None).await
+}
