@@ -1,9 +1,12 @@
 //! Terminus: a TLS-terminating load balancer.
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod tcp;

@@ -10,15 +10,17 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::config::{IpNet, ListenerProtocol};
+use crate::access_log::AccessLog;
+use crate::config::{AdminToken, IpNet, ListenerProtocol};
 use crate::http::{self, ConnInfo, Router};
+use crate::metrics::{ConnectionGauge, FailureLabels, HandshakeLabels, Metrics};
 use crate::shutdown::Watch;
 use crate::tcp;
-use crate::tls::{ClientCert, ServerTls};
+use crate::tls::{session, ClientCert, ServerTls, SessionInfo};
 
 /// What a listener needs to serve its connections.
 pub struct ListenerState {
-    pub name: String,
+    pub name: Arc<str>,
     pub tls: Option<ServerTls>,
     pub router: Arc<Router>,
     pub tls_handshake_timeout: Duration,
@@ -28,6 +30,37 @@ pub struct ListenerState {
     pub protocol: ListenerProtocol,
     /// Sources that must send a PROXY protocol header; empty: none is read.
     pub accept_proxy_protocol: Vec<IpNet>,
+    pub metrics: Metrics,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Every response carries `x-terminus-decision`.
+    pub explain: bool,
+    /// Requests carrying it in `x-terminus-explain` get `x-terminus-decision` too.
+    pub admin_token: Option<AdminToken>,
+}
+
+impl ListenerState {
+    /// What every request on a connection shares, for a connection from `client`.
+    fn conn_info(
+        &self,
+        client: SocketAddr,
+        tls: Option<SessionInfo>,
+        client_cert: Option<Arc<ClientCert>>,
+        authority_check: Option<crate::tls::AuthorityCheck>,
+    ) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            client,
+            proto: if tls.is_some() { "https" } else { "http" },
+            listener: self.name.clone(),
+            router: self.router.clone(),
+            client_cert,
+            authority_check,
+            tls,
+            metrics: self.metrics.clone(),
+            access_log: self.access_log.clone(),
+            explain: self.explain,
+            admin_token: self.admin_token.clone(),
+        })
+    }
 }
 
 /// Accepts until shutdown begins or `stop` fires (the listener left the config on a
@@ -64,6 +97,7 @@ pub async fn accept_loop(
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerState>, watch: Watch) {
     let _ = stream.set_nodelay(true);
+    let _open = ConnectionGauge::open(&state.metrics, &state.name);
     let Some(client) = proxy_header(&mut stream, peer, &state).await else {
         return;
     };
@@ -73,21 +107,28 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
         return;
     }
     let Some(server_tls) = &state.tls else {
-        let conn = Arc::new(ConnInfo {
-            client,
-            proto: "http",
-            router: state.router.clone(),
-            client_cert: None,
-            authority_check: None,
-        });
+        let conn = state.conn_info(client, None, None, None);
         http::serve_connection(stream, false, conn, state.client_header_timeout, watch).await;
         return;
     };
-    let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake(server_tls, stream))
-        .await
-    {
+    let started = std::time::Instant::now();
+    let handshaken =
+        tokio::time::timeout(state.tls_handshake_timeout, handshake(server_tls, stream)).await;
+    let failure = |reason| {
+        let labels = FailureLabels {
+            listener: state.name.clone(),
+            reason,
+        };
+        state
+            .metrics
+            .handshake_failures
+            .get_or_create(&labels)
+            .inc();
+    };
+    let tls = match handshaken {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
+            failure(session::failure_reason(&e));
             // A peer that connects and closes (a port check, a TCP health check) is no news.
             use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
             if matches!(e.kind(), UnexpectedEof | ConnectionReset) {
@@ -98,6 +139,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
             return;
         }
         Err(_) => {
+            failure("timeout");
             warn!(timeout = ?state.tls_handshake_timeout, "TLS handshake timed out");
             return;
         }
@@ -106,6 +148,14 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
     let h2 = session.alpn_protocol() == Some(b"h2");
     let kind = session.handshake_kind();
     server_tls.stats().record(kind);
+    let info = SessionInfo::of(session, started.elapsed());
+    let labels = HandshakeLabels {
+        listener: state.name.clone(),
+        version: info.version.unwrap_or("unknown"),
+        cipher: info.cipher.unwrap_or("unknown"),
+        kind: if info.resumed { "resumed" } else { "full" },
+    };
+    state.metrics.handshakes.get_or_create(&labels).inc();
     debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, ?kind, "TLS established");
     if state.protocol == ListenerProtocol::Tcp {
         serve_tcp(tls, client, &state).await;
@@ -116,13 +166,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
-    let conn = Arc::new(ConnInfo {
-        client,
-        proto: "https",
-        router: state.router.clone(),
-        client_cert,
-        authority_check: server_tls.authority_check(session.server_name()),
-    });
+    let authority_check = server_tls.authority_check(session.server_name());
+    let conn = state.conn_info(client, Some(info), client_cert, authority_check);
     http::serve_connection(tls, h2, conn, state.client_header_timeout, watch).await;
 }
 

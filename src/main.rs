@@ -27,6 +27,10 @@ struct Cli {
     /// Where the embedded default listens (only without --config).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     default_listen: SocketAddr,
+    /// Where the embedded default's admin listener (metrics, API, dashboard) binds (only
+    /// without --config).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    default_admin: SocketAddr,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -125,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        (None, None) => serve_default(default_listen),
+        (None, None) => serve_default(default_listen, cli.default_admin),
     }
 }
 
@@ -139,6 +143,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 c.pools.len(),
                 c.certificates.len()
             );
+            print!("\n{}", config::summary::summary(&c));
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -149,7 +154,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// The embedded default: three demo backends on loopback ports chosen by the system.
-fn serve_default(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn serve_default(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
     let rt = runtime(None)?;
     let config = rt.block_on(async {
         let mut addrs = Vec::new();
@@ -169,7 +174,7 @@ fn serve_default(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         let addrs: [SocketAddr; 3] = addrs
             .try_into()
             .map_err(|_| anyhow::anyhow!("three demo backends expected"))?;
-        let text = config::default::render(&addrs, listen);
+        let text = config::default::render(&addrs, listen, admin);
         config::parse(std::path::Path::new("<embedded default>"), &text)
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
@@ -191,12 +196,17 @@ fn serve_on(
     let demo = path.is_none();
     rt.block_on(async {
         let server = Server::bind(&config).await?;
+        server.set_source(path.clone());
         // Installed before `listening` is printed, so a SIGHUP sent then never kills terminus.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
         let addrs = server.local_addrs();
         for (name, addr) in &addrs {
             println!("listening name={name} addr={addr}");
+        }
+        if let Some(admin) = server.admin_addr() {
+            println!("listening name=admin addr={admin}");
+            println!("admin: dashboard http://{admin}/  metrics http://{admin}/metrics  API http://{admin}/api/v1/pools");
         }
         if let (true, Some((_, addr))) = (demo, addrs.first()) {
             let port = addr.port();

@@ -14,14 +14,16 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::access_log::AccessLog;
+use crate::config::{self, AccessLogSpec, Config};
 use crate::listener::{self, ListenerState};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::tls;
 use crate::upstream::{health, Pool};
 
 mod build;
-use build::{build, Built};
+use build::{build, Built, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -37,6 +39,27 @@ pub enum ServerError {
     Tls { name: String, source: rustls::Error },
     #[error("{0}")]
     Config(config::ConfigErrors),
+    #[error("access log {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("admin listener: cannot bind {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a change through `Server::apply` did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The change itself is invalid (an unknown backend, a weight out of range...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The changed config could not be built.
+    #[error("{0}")]
+    Refused(ServerError),
 }
 
 /// What a successful reload changed.
@@ -68,6 +91,13 @@ struct Inner {
     generation: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    metrics: Metrics,
+    /// The admin listener's socket until `run` serves it, and its address.
+    admin: Mutex<Option<TcpListener>>,
+    admin_addr: Option<SocketAddr>,
+    /// The config file reloads read (`None`: the embedded default).
+    source: Mutex<Option<PathBuf>>,
+    started: std::time::SystemTime,
 }
 
 /// The state a reload replaces.
@@ -82,6 +112,9 @@ struct Live {
     watched_files: Vec<PathBuf>,
     /// Whether `run` has started: accept loops and health checks are spawned from then on.
     running: bool,
+    /// The config now serving, which admin API changes start from.
+    config: Arc<Config>,
+    access_log: Option<(AccessLogSpec, Arc<AccessLog>)>,
 }
 
 /// One bound listener, keyed by name and configured bind address.
@@ -100,11 +133,29 @@ impl Server {
     /// Builds pools, routers and TLS configs, then binds every listener. Nothing is served
     /// until `run`, and any failure here leaves nothing bound.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let built = build(config, &[], &HashMap::new())?;
+        let metrics = Metrics::default();
+        let access_log = start_access_log(config.access_log.as_ref(), None)?;
+        let shared = Shared {
+            metrics: &metrics,
+            access_log: access_log.as_ref().map(|(_, l)| l.clone()),
+        };
+        let built = build(config, &[], &HashMap::new(), &shared)?;
         let mut listeners = Vec::new();
         for (bind, state) in built.listeners {
             listeners.push(bind_one(bind, state).await?);
         }
+        let (admin, admin_addr) = match &config.admin {
+            Some(spec) => {
+                let admin_err = |source| ServerError::AdminBind {
+                    addr: spec.bind,
+                    source,
+                };
+                let tcp = TcpListener::bind(spec.bind).await.map_err(admin_err)?;
+                let addr = tcp.local_addr().map_err(admin_err)?;
+                (Some(tcp), Some(addr))
+            }
+            None => (None, None),
+        };
         let live = Live {
             listeners,
             pools: built.pools,
@@ -113,6 +164,8 @@ impl Server {
             watch: config.watch,
             watched_files: config.watched_files.clone(),
             running: false,
+            config: Arc::new(config.clone()),
+            access_log,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -122,8 +175,52 @@ impl Server {
                 generation: AtomicU64::new(1),
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
+                metrics,
+                admin: Mutex::new(admin),
+                admin_addr,
+                source: Mutex::new(None),
+                started: std::time::SystemTime::now(),
             }),
         })
+    }
+
+    /// The metric families the data path counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The config now serving (the file's, with any admin API changes applied).
+    pub fn config(&self) -> Arc<Config> {
+        self.live().config.clone()
+    }
+
+    /// The access log, when the config has one.
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.live().access_log.as_ref().map(|(_, l)| l.clone())
+    }
+
+    /// Where the admin listener is bound, when the config has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin_addr
+    }
+
+    /// When the server was bound.
+    pub fn started(&self) -> std::time::SystemTime {
+        self.inner.started
+    }
+
+    /// Names the config file that the admin API's reload reads.
+    pub fn set_source(&self, path: Option<PathBuf>) {
+        *self.inner.source.lock().unwrap_or_else(|e| e.into_inner()) = path;
+    }
+
+    /// The config file reloads read; `None` for a config that came from no file.
+    pub fn source(&self) -> Option<PathBuf> {
+        self.inner
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
@@ -188,25 +285,62 @@ impl Server {
     /// changes nothing. Backends kept by name, address and weight keep their live state.
     pub async fn reload(&self, new: &Config) -> Result<ReloadSummary, ServerError> {
         let _serial = self.inner.reloading.lock().await;
-        let (old_pools, stats, present) = {
+        self.reload_serialized(new).await
+    }
+
+    /// Applies `change` to the config now serving and reloads the result, as one step no
+    /// other reload can come between. `change` refuses with its reason (nothing changes);
+    /// the reload itself refuses like any reload.
+    pub async fn apply(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), String>,
+    ) -> Result<ReloadSummary, ApplyError> {
+        let _serial = self.inner.reloading.lock().await;
+        let mut config = (*self.config()).clone();
+        change(&mut config).map_err(ApplyError::Invalid)?;
+        self.reload_serialized(&config)
+            .await
+            .map_err(ApplyError::Refused)
+    }
+
+    async fn reload_serialized(&self, new: &Config) -> Result<ReloadSummary, ServerError> {
+        let (old_pools, old_tls, present, old_log) = {
             let live = self.live();
-            let stats: HashMap<_, _> = tls_stats_of(&live).into_iter().collect();
+            let old_tls: HashMap<String, tls::ServerTls> = live
+                .listeners
+                .iter()
+                .filter_map(|b| Some((b.name.clone(), b.state.load().tls.clone()?)))
+                .collect();
             let present: Vec<(String, SocketAddr)> = live
                 .listeners
                 .iter()
                 .map(|b| (b.name.clone(), b.bind))
                 .collect();
-            (live.pools.clone(), stats, present)
+            (
+                live.pools.clone(),
+                old_tls,
+                present,
+                live.access_log.clone(),
+            )
         };
-        let built = build(new, &old_pools, &stats).map_err(|e| self.refused(e))?;
+        if new.admin.as_ref().map(|a| a.bind) != self.config().admin.as_ref().map(|a| a.bind) {
+            warn!("reload: a change of [admin] bind applies at the next start (tokens apply now)");
+        }
+        let access_log = start_access_log(new.access_log.as_ref(), old_log.as_ref())
+            .map_err(|e| self.refused(e))?;
+        let shared = Shared {
+            metrics: &self.inner.metrics,
+            access_log: access_log.as_ref().map(|(_, l)| l.clone()),
+        };
+        let built = build(new, &old_pools, &old_tls, &shared).map_err(|e| self.refused(e))?;
         let mut fresh = Vec::new();
         for (bind, state) in &built.listeners {
-            if !present.contains(&(state.name.clone(), *bind)) {
+            if !present.contains(&(state.name.to_string(), *bind)) {
                 let bound = bind_one(*bind, state.clone()).await;
                 fresh.push(bound.map_err(|e| self.refused(e))?);
             }
         }
-        let summary = self.swap(new, built, fresh);
+        let summary = self.swap(new, built, fresh, access_log);
         info!(
             generation = summary.generation,
             kept = summary.kept,
@@ -236,12 +370,18 @@ impl Server {
     }
 
     /// The commit point of a reload: nothing here can fail.
-    fn swap(&self, new: &Config, built: Built, fresh: Vec<Bound>) -> ReloadSummary {
+    fn swap(
+        &self,
+        new: &Config,
+        built: Built,
+        fresh: Vec<Bound>,
+        access_log: Option<(AccessLogSpec, Arc<AccessLog>)>,
+    ) -> ReloadSummary {
         let mut live = self.live();
         let wanted: Vec<(String, SocketAddr)> = built
             .listeners
             .iter()
-            .map(|(bind, s)| (s.name.clone(), *bind))
+            .map(|(bind, s)| (s.name.to_string(), *bind))
             .collect();
         let before = live.listeners.len();
         // Dropping a removed listener's `stop` ends its accept loop; its connections finish.
@@ -253,7 +393,7 @@ impl Server {
             if let Some(b) = live
                 .listeners
                 .iter()
-                .find(|b| b.name == state.name && b.bind == *bind)
+                .find(|b| *b.name == *state.name && b.bind == *bind)
             {
                 b.state.store(state.clone());
                 kept += 1;
@@ -268,7 +408,22 @@ impl Server {
         }
         // Replacing the health stop ends the old generation's checks.
         live.health_stop = Shutdown::new();
+        // A backend that left the config takes nothing new, also from connections that still
+        // route by the old generation; its requests in flight finish.
+        for old in &live.pools {
+            for b in &old.backends {
+                let kept = built
+                    .pools
+                    .iter()
+                    .any(|p| p.backends.iter().any(|n| Arc::ptr_eq(n, b)));
+                if !kept {
+                    b.set_state(config::BackendState::Disabled);
+                }
+            }
+        }
         live.pools = built.pools;
+        live.config = Arc::new(new.clone());
+        live.access_log = access_log;
         live.grace_period = new.grace_period;
         live.watch = new.watch;
         live.watched_files = new.watched_files.clone();
@@ -309,6 +464,16 @@ impl Server {
                 self.spawn_accept(b);
             }
         }
+        let admin = self
+            .inner
+            .admin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tcp) = admin {
+            let watch = self.inner.shutdown.watch();
+            crate::admin::spawn(tcp, self.clone(), watch);
+        }
         signal.await;
         let grace_period = {
             let live = self.live();
@@ -334,6 +499,25 @@ impl Server {
     }
 }
 
+/// The access log `spec` asks for: `current` when it is the same, else a new one.
+fn start_access_log(
+    spec: Option<&AccessLogSpec>,
+    current: Option<&(AccessLogSpec, Arc<AccessLog>)>,
+) -> Result<Option<(AccessLogSpec, Arc<AccessLog>)>, ServerError> {
+    let Some(spec) = spec else { return Ok(None) };
+    if let Some((s, log)) = current.filter(|(s, _)| s == spec) {
+        return Ok(Some((s.clone(), log.clone())));
+    }
+    let log = AccessLog::start(spec).map_err(|source| ServerError::AccessLog {
+        path: match &spec.target {
+            config::LogTarget::Stdout => "stdout".into(),
+            config::LogTarget::File(p) => p.display().to_string(),
+        },
+        source,
+    })?;
+    Ok(Some((spec.clone(), log)))
+}
+
 fn tls_stats_of(live: &Live) -> Vec<(String, Arc<tls::HandshakeStats>)> {
     let stats = |b: &Bound| Some((b.name.clone(), b.state.load().tls.as_ref()?.stats().clone()));
     live.listeners.iter().filter_map(stats).collect()
@@ -352,17 +536,17 @@ async fn bind_one(bind: SocketAddr, state: Arc<ListenerState>) -> Result<Bound, 
     let tcp = TcpListener::bind(bind)
         .await
         .map_err(|source| ServerError::Bind {
-            name: state.name.clone(),
+            name: state.name.to_string(),
             addr: bind,
             source,
         })?;
     let local = tcp.local_addr().map_err(|source| ServerError::Bind {
-        name: state.name.clone(),
+        name: state.name.to_string(),
         addr: bind,
         source,
     })?;
     Ok(Bound {
-        name: state.name.clone(),
+        name: state.name.to_string(),
         bind,
         local,
         state: Arc::new(ArcSwap::new(state)),

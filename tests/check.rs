@@ -139,12 +139,202 @@ fn a_valid_file_passes() {
     let dir = tempfile::tempdir().unwrap();
     let (path, out) = check(dir.path(), BASE);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
     assert_eq!(
-        stdout(&out).trim(),
-        format!(
-            "{}: valid (1 listeners, 1 pools, 1 certificates)",
-            path.display()
+        text.lines().next(),
+        Some(
+            format!(
+                "{}: valid (1 listeners, 1 pools, 1 certificates)",
+                path.display()
+            )
+            .as_str()
         )
+    );
+    assert!(
+        text.contains("\nlistener https 127.0.0.1:0 (https, "),
+        "{text}"
+    );
+}
+
+/// Two listeners, routes by host and path, a sticky maglev pool with a health check and a
+/// backup, a pool no listener routes to, and the operations tables (with secrets).
+const SUMMARY: &str = r#"[[certificate]]
+name = "site"
+self_signed = ["shop.test", "*.shop.test"]
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+alpn = ["http/1.1"]
+
+  [[listener.route]]
+  pool = "web"
+
+  [[listener.route]]
+  host = "api.shop.test"
+  path_prefix = "/v1/"
+  pool = "api"
+
+[[listener]]
+name = "plain"
+bind = "127.0.0.1:0"
+protocol = "http"
+
+  [[listener.route]]
+  pool = "web"
+
+[[pool]]
+name = "api"
+balancer = "maglev"
+hash_key = "header:x-user"
+hash_bounded_load = 1.25
+
+  [pool.sticky]
+  cookie = "api_backend"
+  key = "c2VjcmV0LXN0aWNreS1rZXktMzItYnl0ZXMtbG9uZyE="
+  max_age = "1h"
+
+  [pool.health]
+  check = "http"
+  path = "/healthz"
+  interval = "2s"
+  rise = 2
+  fall = 3
+
+  [[pool.backend]]
+  name = "api-1"
+  address = "127.0.0.1:9101"
+  weight = 2
+
+  [[pool.backend]]
+  name = "api-spare"
+  address = "127.0.0.1:9109"
+  backup = true
+
+[[pool]]
+name = "web"
+balancer = "least-connections"
+
+  [[pool.backend]]
+  address = "127.0.0.1:9001"
+
+[[pool]]
+name = "unused"
+
+  [[pool.backend]]
+  address = "127.0.0.1:9201"
+
+[admin]
+bind = "127.0.0.1:0"
+token = "s3cret-admin-token-0123456789"
+
+[access_log]
+format = "json"
+"#;
+
+/// The summary `check` prints after its `valid` line, each line's inner runs of spaces
+/// squashed to one (its indentation kept), so tests do not depend on column widths.
+fn summary_lines(out: &Output) -> Vec<String> {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    stdout(out)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let body = l.trim_start();
+            let indent = &l[..l.len() - body.len()];
+            indent.to_string() + &body.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+/// Asserts that `expected` appear in `lines` in this order, each as a whole line.
+fn assert_in_order(lines: &[String], expected: &[&str]) {
+    let mut at = 0;
+    for want in expected {
+        match lines[at..].iter().position(|l| l == want) {
+            Some(i) => at += i + 1,
+            None => panic!("no line `{want}` after line {at} in:\n{}", lines.join("\n")),
+        }
+    }
+}
+
+#[test]
+fn check_prints_listeners_routes_pools_and_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out) = check(dir.path(), SUMMARY);
+    let lines = summary_lines(&out);
+    assert_in_order(
+        &lines,
+        &[
+            "listener public 127.0.0.1:0 (https, TLS intermediate, ALPN http/1.1)",
+            "  certificate site (default): shop.test, *.shop.test",
+            "  client auth none",
+            // Most specific first, as they are tried, whatever the file's order.
+            "  route api.shop.test /v1/ → pool api",
+            "  route * / → pool web",
+            "listener plain 127.0.0.1:0 (http)",
+            "  route * / → pool web",
+            "pool api: maglev, http1, 2 backends (routed by public)",
+            "  hash key header:x-user, bounded load 1.25",
+            "  sticky cookie api_backend; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=3600 (1h), key configured",
+            "  health http GET /healthz expects 200-399, every 2s ±200ms, timeout 2s, rise 2, fall 3, starts unhealthy",
+            "  retry up to 2 retries per request, budget 20% of requests + 10 per 10s",
+            "  backend api-1 127.0.0.1:9101 weight=2",
+            "  backend api-spare 127.0.0.1:9109 weight=1 backup",
+            "pool web: least-connections, http1, 1 backend (routed by public, plain)",
+            "  backend 127.0.0.1:9001 weight=1",
+            "pool unused: round-robin, http1, 1 backend (not routed by any listener)",
+            "  backend 127.0.0.1:9201 weight=1",
+            "[admin] 127.0.0.1:0 (token: required)",
+            "[access_log] stdout, json, buffer 8192 lines",
+        ],
+    );
+}
+
+#[test]
+fn check_never_prints_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out) = check(dir.path(), SUMMARY);
+    let text = stdout(&out);
+    assert!(text.contains("token: required"), "{text}");
+    for secret in ["c2VjcmV0LXN0aWNreS1rZXk", "s3cret-admin-token"] {
+        assert!(!text.contains(secret), "`{secret}` printed:\n{text}");
+    }
+}
+
+#[test]
+fn check_prints_the_pools_of_the_examples() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let run_example = |name: &str| {
+        let path = dir.join(name);
+        summary_lines(&run(&["check", "--config", path.to_str().unwrap()]))
+    };
+    assert_in_order(
+        &run_example("pools-and-routes.toml"),
+        &[
+            "listener https 127.0.0.1:8443 (https, TLS intermediate, ALPN h2,http/1.1)",
+            "  route api.example.com /v2/ → pool api-v2",
+            "  route api.example.com / → pool api",
+            "  route *.example.com /static/ → pool static",
+            "  route * / → pool web",
+            "pool web: weighted-round-robin, http1, 3 backends (routed by https, http)",
+            "  backend web-1 127.0.0.1:9001 weight=3",
+            "  backend web-3 127.0.0.1:9003 weight=0 (no new requests)",
+            "pool api-v2: performance, h2, 2 backends (routed by https)",
+            "  backend [::1]:9202 weight=1",
+        ],
+    );
+    assert_in_order(
+        &run_example("failover-and-persistence.toml"),
+        &[
+            "pool shop: least-connections, http1, 3 backends (routed by https)",
+            "  outlier 5 consecutive failures eject for 30s × n (at most 5m), at most 50% of backends",
+            "  slow start 30s",
+            "  backend shop-standby 127.0.0.1:9009 weight=1 backup",
+            "pool catalog: maglev, http1, 3 backends (routed by https)",
+            "  hash key path, bounded load 1.25",
+            "  health tcp, every 5s ±500ms, timeout 2s, rise 2, fall 3, starts unhealthy",
+        ],
     );
 }
 

@@ -11,7 +11,15 @@ use support::*;
 
 #[test]
 fn embedded_default_rotates_over_three_demo_backends() {
-    let mut p = Process::spawn(&["--default-listen", "127.0.0.1:0"], 1);
+    let mut p = Process::spawn(
+        &[
+            "--default-listen",
+            "127.0.0.1:0",
+            "--default-admin",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
     let addr = p.addrs["https"];
     let mut seen = Vec::new();
     for _ in 0..6 {

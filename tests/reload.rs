@@ -93,8 +93,10 @@ async fn reload_under_load_swaps_certificate_and_backends_without_failures() {
         assert_eq!(sent, ok, "every request answered 200");
     }
 
-    // New handshakes show the new certificate, on the socket bound at start.
-    assert_eq!(leaf(addr, both.clone()).await, der(&new));
+    // New full handshakes show the new certificate, on the socket bound at start (a fresh
+    // client: `both` holds sessions, which resume across the reload with the old one).
+    let fresh = client_tls(&format!("{}{}", old.cert_pem, new.cert_pem), &["http/1.1"]);
+    assert_eq!(leaf(addr, fresh).await, der(&new));
     // Backend `a` kept its live state (the same Arc); `b` is gone, `c` takes traffic.
     let pool = &t.server.pools()[0];
     assert!(Arc::ptr_eq(&a_before, &pool.backends[0]));

@@ -14,6 +14,9 @@ grace_period = "5s"
 name = "localhost"
 self_signed = ["localhost", "127.0.0.1", "::1"]
 
+[admin]
+bind = "{admin}"
+
 [[listener]]
 name = "https"
 bind = "127.0.0.1:8443"
@@ -39,9 +42,12 @@ balancer = "round-robin"
 "#;
 
 /// The default configuration text with the demo backends' addresses filled in, listening on
-/// `listen` (127.0.0.1:8443 unless the command line says otherwise).
-pub fn render(addresses: &[SocketAddr; 3], listen: SocketAddr) -> String {
-    let mut text = TEMPLATE.replace("127.0.0.1:8443", &listen.to_string());
+/// `listen` (127.0.0.1:8443 unless the command line says otherwise) with the admin listener
+/// on `admin` (127.0.0.1:9090 unless the command line says otherwise).
+pub fn render(addresses: &[SocketAddr; 3], listen: SocketAddr, admin: SocketAddr) -> String {
+    let mut text = TEMPLATE
+        .replace("127.0.0.1:8443", &listen.to_string())
+        .replace("{admin}", &admin.to_string());
     for (name, addr) in DEMO_BACKENDS.iter().zip(addresses) {
         text = text.replace(&format!("{{{name}}}"), &addr.to_string());
     }
@@ -61,10 +67,17 @@ mod tests {
         ];
         let config = crate::config::parse(
             std::path::Path::new("<default>"),
-            &render(&addrs, "127.0.0.1:8443".parse().unwrap()),
+            &render(
+                &addrs,
+                "127.0.0.1:8443".parse().unwrap(),
+                "127.0.0.1:9090".parse().unwrap(),
+            ),
         )
         .unwrap();
         assert_eq!(config.pools[0].backends.len(), 3);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:8443".parse().unwrap());
+        let admin = config.admin.unwrap();
+        assert_eq!(admin.bind, "127.0.0.1:9090".parse().unwrap());
+        assert!(admin.token.is_none());
     }
 }

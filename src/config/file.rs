@@ -17,6 +17,26 @@ pub struct FileConfig {
     pub listeners: Vec<FileListener>,
     #[serde(default, rename = "pool")]
     pub pools: Vec<FilePool>,
+    pub admin: Option<FileAdmin>,
+    pub access_log: Option<FileAccessLog>,
+}
+
+/// `[admin]`: the admin listener (metrics, API, dashboard).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub bind: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+}
+
+/// `[access_log]`: one line per request and per L4 connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub buffer: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +80,7 @@ pub struct FileListener {
     pub resumption: Option<Spanned<FileResumption>>,
     pub client_auth: Option<Spanned<FileClientAuth>>,
     pub accept_proxy_protocol: Option<Spanned<Vec<String>>>,
+    pub explain: Option<bool>,
     #[serde(default, rename = "route")]
     pub routes: Vec<FileRoute>,
 }
@@ -149,6 +170,7 @@ pub struct FileBackend {
     pub weight: Option<Spanned<i64>>,
     pub backup: Option<Spanned<bool>>,
     pub drain: Option<Spanned<bool>>,
+    pub disabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 pub mod default;
 mod error;
 mod file;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{load_file, parse};
+pub use validate::{load_file, parse, valid_name, NAME_HINT};
 
 use crate::tls::{LoadedCert, TlsPolicy};
 
@@ -34,6 +35,49 @@ pub struct Config {
     pub certificates: Vec<Certificate>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
+    /// `[admin]`: the admin listener; `None` when the config has no such table.
+    pub admin: Option<AdminSpec>,
+    /// `[access_log]`; `None`: no access log.
+    pub access_log: Option<AccessLogSpec>,
+}
+
+/// The admin listener: where it binds and the bearer token it requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSpec {
+    pub bind: SocketAddr,
+    /// Required on every request when set; always set when `bind` is not loopback.
+    pub token: Option<AdminToken>,
+}
+
+/// A secret that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// Where and how access log lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSpec {
+    pub target: LogTarget,
+    pub format: LogFormat,
+    /// Lines that may wait for the writer; more are dropped (and counted), never waited for.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
 }
 
 /// Timeouts on the client side of a listener.
@@ -130,6 +174,9 @@ pub struct Listener {
     /// Source networks whose connections must start with a PROXY protocol header (v1 or v2);
     /// empty means no header is read. Connections from other sources are closed.
     pub accept_proxy_protocol: Vec<IpNet>,
+    /// Whether every response carries `x-terminus-decision` (without it, only requests that
+    /// carry the admin token get one).
+    pub explain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -356,8 +403,37 @@ pub struct Backend {
     pub weight: u32,
     /// Takes requests only while no primary (non-backup) backend of the pool is usable.
     pub backup: bool,
-    /// Starts draining: no new requests until the drain ends.
-    pub drain: bool,
+    /// Enabled, draining (`drain = true`) or disabled (`disabled = true`).
+    pub state: BackendState,
+}
+
+/// What an operator allows a backend to take (health and ejection are separate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendState {
+    /// Takes new requests and sessions.
+    #[default]
+    Enabled,
+    /// Takes no new sessions: only requests whose sticky cookie names it; those in flight
+    /// finish (HAProxy's `drain`).
+    Draining,
+    /// Takes nothing new at all; those in flight finish (HAProxy's `maint`).
+    Disabled,
+}
+
+impl BackendState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Enabled, Self::Draining, Self::Disabled]
+            .into_iter()
+            .find(|v| v.name() == s)
+    }
 }
 
 /// Outlier detection: answers that eject a backend for a while.
@@ -418,4 +494,18 @@ pub struct HttpProbe {
     /// Over TLS (`https`), sending `server_name` as SNI if set; the certificate is not verified.
     pub tls: bool,
     pub server_name: Option<String>,
+}
+
+/// Whether `given` is the admin token, compared in constant time so the answer's timing
+/// tells nothing about how much of a guess was right.
+pub fn token_matches(token: &AdminToken, given: &[u8]) -> bool {
+    let expected = token.0.as_bytes();
+    if expected.len() != given.len() {
+        return false;
+    }
+    expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }

@@ -2,7 +2,7 @@
 //! backends: bounded per request and by the pool's retry budget.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use tracing::warn;
 
 use super::rewrite;
+use crate::upstream::decision::Decision;
 use crate::upstream::pool::Picked;
 use crate::upstream::replay::ReplayBody;
 use crate::upstream::{Backend, InFlight, Outcome, Pool};
@@ -21,6 +22,20 @@ pub struct Sent {
     pub in_flight: InFlight,
     /// A `Set-Cookie` for the response: a new sticky choice, or one moved by a retry.
     pub set_cookie: Option<HeaderValue>,
+    /// Attempts before the one that got the answer.
+    pub retries: u32,
+    /// How long opening the answering attempt's connection took; `None` on a pooled one.
+    pub connect: Option<Duration>,
+    /// From sending the answering attempt to its response header.
+    pub ttfb: Duration,
+}
+
+/// Why no backend answered: the status for the client and a label for the log.
+pub struct Failed {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub backend: Arc<Backend>,
+    pub retries: u32,
 }
 
 /// Identity of a backend within a pool, for the list of those already tried.
@@ -28,40 +43,72 @@ fn id(b: &Arc<Backend>) -> usize {
     Arc::as_ptr(b) as usize
 }
 
-/// Sends to `first`, then retries where safe. `Err` is the status the client gets; every
-/// failure has been logged.
+/// Sends to `first`, then retries where safe. `Err` says what the client gets; every
+/// failure has been logged. `trace`, when given, records each failed attempt.
 pub async fn send_with_retries(
     pool: &Pool,
     parts: &Parts,
     body: &ReplayBody,
     first: Picked<'_>,
-) -> Result<Sent, StatusCode> {
+    mut trace: Option<&mut Decision>,
+) -> Result<Sent, Failed> {
     let (mut backend, mut client, mut set_cookie) = (first.backend, first.client, first.set_cookie);
     let mut tried = Vec::new();
     loop {
+        let failed = |status, reason, backend: &Arc<Backend>, tried: &Vec<usize>| Failed {
+            status,
+            reason,
+            backend: backend.clone(),
+            retries: tried.len().saturating_sub(1) as u32,
+        };
         // Never `None` on the first attempt; later ones were checked before retrying.
-        let attempt_body = body.again().ok_or(StatusCode::BAD_GATEWAY)?;
-        let req =
-            rewrite::for_backend(parts, backend, pool.protocol, attempt_body).map_err(|why| {
+        let Some(attempt_body) = body.again() else {
+            return Err(failed(
+                StatusCode::BAD_GATEWAY,
+                "body_not_replayable",
+                backend,
+                &tried,
+            ));
+        };
+        let req = match rewrite::for_backend(parts, backend, pool.protocol, attempt_body) {
+            Ok(req) => req,
+            Err(why) => {
                 warn!(why, "400: cannot forward the request");
-                StatusCode::BAD_REQUEST
-            })?;
+                return Err(failed(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    backend,
+                    &tried,
+                ));
+            }
+        };
         let in_flight = backend.start();
         let started = Instant::now();
-        let err = match client.send(req).await {
+        let (sent, connect) = client.send_timed(req).await;
+        let err = match sent {
             Ok(response) => {
-                backend.observe(started.elapsed());
+                let ttfb = started.elapsed();
+                backend.observe(ttfb);
+                backend.stats.answered(response.status().as_u16(), ttfb);
                 pool.report(backend, Outcome::of_status(response.status()));
                 return Ok(Sent {
                     backend: backend.clone(),
                     response,
                     in_flight,
                     set_cookie,
+                    retries: tried.len() as u32,
+                    connect,
+                    ttfb,
                 });
             }
             Err(e) => e,
         };
         drop(in_flight);
+        backend.stats.failed();
+        if let Some(d) = trace.as_deref_mut() {
+            d.attempts
+                .push(format!("{} failed ({})", backend.name, err.reason()));
+        }
         // A failure counts as slow as the connect timeout, so latency-aware balancers do not
         // mistake a fast refusal for a fast backend.
         backend.observe(pool.timeouts.connect.max(started.elapsed()));
@@ -80,11 +127,19 @@ pub async fn send_with_retries(
         };
         let Some((next_backend, next_client)) = next else {
             warn!(pool = %pool.name, backend = %backend.name, status = status.as_u16(), reason = %err, attempts = tried.len(), "upstream request failed");
-            return Err(status);
+            return Err(failed(status, err.reason(), backend, &tried));
         };
         if !pool.retry_budget.try_retry() {
+            backend.stats.budget_refused();
+            if let Some(d) = trace.as_deref_mut() {
+                d.attempts.push("retry budget spent".to_owned());
+            }
             warn!(pool = %pool.name, backend = %backend.name, status = status.as_u16(), reason = %err, "upstream request failed; the pool's retry budget is spent");
-            return Err(status);
+            return Err(failed(status, err.reason(), backend, &tried));
+        }
+        backend.stats.retried();
+        if let Some(d) = trace.as_deref_mut() {
+            d.chosen = Some(next_backend.name.clone());
         }
         warn!(pool = %pool.name, backend = %backend.name, reason = %err, next = %next_backend.name, "retrying on another backend");
         if let Some(sticky) = &pool.sticky {

@@ -4,6 +4,7 @@
 mod attempt;
 mod body;
 mod error;
+mod exchange;
 pub mod headers;
 mod proxy;
 mod request_key;

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{header, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
@@ -13,13 +13,18 @@ use tracing::{debug, warn};
 use super::attempt;
 use super::body::ProxyBody;
 use super::error::error_response;
+use super::exchange::{Exchange, Finish};
 use super::headers;
 use super::request_key::{request_hash, request_host};
 use super::rewrite;
 use super::route::Router;
 use super::upgrade;
-use crate::tls::{AuthorityCheck, ClientCert};
+use crate::access_log::AccessLog;
+use crate::config::AdminToken;
+use crate::metrics::Metrics;
+use crate::tls::{AuthorityCheck, ClientCert, SessionInfo};
 use crate::upstream::balancer::PickContext;
+use crate::upstream::decision::Decision;
 use crate::upstream::replay::ReplayBody;
 use crate::upstream::{Backend, InFlight, Pool};
 
@@ -29,39 +34,107 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// "https" or "http": what the client spoke to terminus.
     pub proto: &'static str,
+    pub listener: Arc<str>,
     pub router: Arc<Router>,
     /// The client's verified certificate; `None` without one (and on plain connections).
     pub client_cert: Option<Arc<ClientCert>>,
     /// On listeners that ask for client certificates: the host a request may name.
     pub authority_check: Option<AuthorityCheck>,
+    /// What the TLS handshake negotiated; `None` on plain connections.
+    pub tls: Option<SessionInfo>,
+    pub metrics: Metrics,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Every response carries `x-terminus-decision`.
+    pub explain: bool,
+    /// A request carrying it in `x-terminus-explain` gets `x-terminus-decision`.
+    pub admin_token: Option<AdminToken>,
 }
+
+/// The request header that asks for an explanation (its value: the admin token).
+const EXPLAIN: &str = "x-terminus-explain";
+/// The response header that carries it.
+const DECISION: &str = "x-terminus-decision";
 
 /// hyper's service entry point: every outcome, failures included, is an HTTP answer.
 pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(forward(req, &conn).await)
+    let mut exchange = Exchange::start(&conn, &req);
+    let explain = wants_explanation(&req, &conn).then(Decision::default);
+    let (mut resp, decision) = forward(req, &conn, &mut exchange, explain).await;
+    if let Some(decision) = decision {
+        let text = decision.render(
+            &conn.listener,
+            exchange.route.as_deref().unwrap_or("none"),
+            exchange.pool.as_deref().unwrap_or("none"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().insert(DECISION, v);
+        }
+        exchange.decision = Some(text);
+    }
+    let finish = exchange.responded(resp.status().as_u16());
+    Ok(attach(resp, finish))
 }
 
-async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+/// Hands the access log's account to the body that ends the exchange.
+fn attach(mut resp: Response<ProxyBody>, finish: Option<Finish>) -> Response<ProxyBody> {
+    let Some(mut finish) = finish else {
+        return resp;
+    };
+    match resp.body_mut() {
+        ProxyBody::Upstream {
+            finish: slot @ None,
+            in_flight: Some(_),
+            ..
+        } => *slot = Some(Box::new(finish)),
+        ProxyBody::Upstream { .. } => drop(finish),
+        ProxyBody::Local(bytes) => {
+            // Written at once: terminus's own answers are a single short chunk.
+            finish.bytes_out = bytes.as_ref().map_or(0, |b| b.len() as u64);
+            finish.ended = true;
+        }
+    }
+    resp
+}
+
+/// Whether this request's response carries the decision header: the listener says so, or
+/// the request carries the admin token (compared in constant time).
+fn wants_explanation(req: &Request<Incoming>, conn: &ConnInfo) -> bool {
+    if conn.explain {
+        return true;
+    }
+    let (Some(token), Some(given)) = (&conn.admin_token, req.headers().get(EXPLAIN)) else {
+        return false;
+    };
+    crate::config::token_matches(token, given.as_bytes())
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    x: &mut Exchange,
+    mut explain: Option<Decision>,
+) -> (Response<ProxyBody>, Option<Decision>) {
     if let Some(check) = &conn.authority_check {
         if !check.allows(request_host(&req)) {
             debug!(
                 host = request_host(&req),
                 "421: host not covered by this connection's SNI"
             );
-            return error_response(StatusCode::MISDIRECTED_REQUEST);
+            x.termination = Some("misdirected");
+            return (error_response(StatusCode::MISDIRECTED_REQUEST), explain);
         }
     }
-    let Some(pool) = conn
-        .router
-        .find(request_host(&req), req.uri().path())
-        .cloned()
-    else {
+    let Some(route) = conn.router.route(request_host(&req), req.uri().path()) else {
         debug!(path = req.uri().path(), "404: no route");
-        return error_response(StatusCode::NOT_FOUND);
+        x.termination = Some("no_route");
+        return (error_response(StatusCode::NOT_FOUND), explain);
     };
+    let pool = route.pool.clone();
+    x.route = Some(route.label.clone());
+    x.pool = Some(Arc::from(pool.name.as_str()));
     let ctx = PickContext {
         hash: pool
             .hash_key
@@ -72,9 +145,13 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
         .sticky
         .as_ref()
         .and_then(|c| headers::cookie(req.headers(), &c.name));
-    let Some(picked) = pool.pick_for(&ctx, sticky_cookie) else {
+    if let Some(d) = explain.as_mut() {
+        *d = Decision::start(&pool);
+    }
+    let Some(picked) = pool.pick_for(&ctx, sticky_cookie, explain.as_mut()) else {
         warn!(pool = %pool.name, "503: no usable backend in pool");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE);
+        x.termination = Some("no_backend");
+        return (error_response(StatusCode::SERVICE_UNAVAILABLE), explain);
     };
     if picked.sticky_hit {
         debug!(backend = %picked.backend.name, "sticky cookie hit");
@@ -84,20 +161,33 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
         && req.headers().contains_key(header::UPGRADE))
     .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    parts.headers.remove(EXPLAIN);
     let upgrade = match rewrite::prepare(&mut parts, conn, pool.protocol) {
         Ok(upgrade) => upgrade,
         Err(why) => {
             warn!(why, "400: cannot forward the request");
-            return error_response(StatusCode::BAD_REQUEST);
+            x.termination = Some("bad_request");
+            return (error_response(StatusCode::BAD_REQUEST), explain);
         }
     };
     let client_upgrade = client_upgrade.filter(|_| upgrade);
     let body = ReplayBody::new(body);
+    x.body_in = Some(body.meter());
     pool.retry_budget.record_request();
-    let sent = match attempt::send_with_retries(&pool, &parts, &body, picked).await {
-        Ok(sent) => sent,
-        Err(status) => return error_response(status),
-    };
+    let sent =
+        match attempt::send_with_retries(&pool, &parts, &body, picked, explain.as_mut()).await {
+            Ok(sent) => sent,
+            Err(failed) => {
+                x.backend = Some(Arc::from(failed.backend.name.as_str()));
+                x.retries = failed.retries;
+                x.termination = Some(failed.reason);
+                return (error_response(failed.status), explain);
+            }
+        };
+    x.backend = Some(Arc::from(sent.backend.name.as_str()));
+    x.retries = sent.retries;
+    x.connect = sent.connect;
+    x.ttfb = Some(sent.ttfb);
     let mut resp = respond(
         sent.response,
         client_upgrade,
@@ -108,7 +198,7 @@ async fn forward(mut req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyB
     if let Some(cookie) = sent.set_cookie {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    resp
+    (resp, explain)
 }
 /// The client's answer from the backend's: streamed through, or a tunnel after 101.
 fn respond(
@@ -129,5 +219,5 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight, None))
 }

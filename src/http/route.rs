@@ -7,10 +7,13 @@ use crate::config::{HostPattern, Route};
 use crate::upstream::Pool;
 
 #[derive(Debug)]
-struct CompiledRoute {
+pub struct CompiledRoute {
     host: Option<HostPattern>,
     path_prefix: String,
-    pool: Arc<Pool>,
+    pub pool: Arc<Pool>,
+    /// How metrics, logs and decisions name the route: its host (`*` for any) and path
+    /// prefix, e.g. `api.example.com/v1` or `*/`.
+    pub label: Arc<str>,
 }
 
 /// A listener's routes, ordered most specific first so the first match wins.
@@ -42,10 +45,16 @@ impl Router {
         let routes = sorted
             .into_iter()
             .filter_map(|r| {
+                let host = match &r.host {
+                    None => "*".to_owned(),
+                    Some(HostPattern::Exact(h)) => h.clone(),
+                    Some(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
+                };
                 Some(CompiledRoute {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     pool: pools.get(r.pool)?.clone(),
+                    label: format!("{host}{}", r.path_prefix).into(),
                 })
             })
             .collect();
@@ -54,11 +63,15 @@ impl Router {
 
     /// The pool for a request. `host` may carry a port and any case.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Pool>> {
+        self.route(host, path).map(|r| &r.pool)
+    }
+
+    /// The route a request to `host` and `path` takes.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&CompiledRoute> {
         let host = host.map(strip_port);
         self.routes
             .iter()
             .find(|r| path.starts_with(&r.path_prefix) && host_matches(r.host.as_ref(), host))
-            .map(|r| &r.pool)
     }
 }
 

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::ServerError;
+use crate::access_log::AccessLog;
 use crate::config::{Config, ListenerProtocol};
 use crate::http::Router;
 use crate::listener::ListenerState;
+use crate::metrics::Metrics;
 use crate::tls;
 use crate::upstream::Pool;
 
@@ -18,12 +20,20 @@ pub(super) struct Built {
     pub listeners: Vec<(SocketAddr, Arc<ListenerState>)>,
 }
 
+/// What every generation shares: the metric families and the access log.
+pub(super) struct Shared<'a> {
+    pub metrics: &'a Metrics,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
 /// Pools (carrying over backends from `old_pools` by pool name), routers and TLS configs
-/// (carrying over handshake counters by listener name) for `config`.
+/// (carrying over handshake counters, session caches and ticket keys by listener name from
+/// `old_tls`) for `config`.
 pub(super) fn build(
     config: &Config,
     old_pools: &[Arc<Pool>],
-    stats: &HashMap<String, Arc<tls::HandshakeStats>>,
+    old_tls: &HashMap<String, tls::ServerTls>,
+    shared: &Shared<'_>,
 ) -> Result<Built, ServerError> {
     for c in &config.certificates {
         c.loaded.log_expiry(&c.name);
@@ -56,26 +66,28 @@ pub(super) fn build(
                     &l.name,
                     &t.resumption,
                     &t.client_auth,
+                    old_tls.get(&l.name),
                 )
                 .map_err(|source| ServerError::Tls {
                     name: l.name.clone(),
                     source,
                 })?;
-                Some(match stats.get(&l.name) {
-                    Some(s) => server_tls.with_stats(s.clone()),
-                    None => server_tls,
-                })
+                Some(server_tls)
             }
             _ => None,
         };
         let state = Arc::new(ListenerState {
-            name: l.name.clone(),
+            name: l.name.as_str().into(),
             tls: server_tls,
             router: Arc::new(Router::new(&l.routes, &pools)),
             tls_handshake_timeout: config.timeouts.tls_handshake,
             client_header_timeout: config.timeouts.client_header,
             protocol: l.protocol,
             accept_proxy_protocol: l.accept_proxy_protocol.clone(),
+            metrics: shared.metrics.clone(),
+            access_log: shared.access_log.clone(),
+            explain: l.explain,
+            admin_token: config.admin.as_ref().and_then(|a| a.token.clone()),
         });
         listeners.push((l.bind, state));
     }

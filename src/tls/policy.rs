@@ -57,6 +57,11 @@ pub struct ServerTls {
     resolver: Arc<SniResolver>,
     /// Whether client certificates are asked for (and so requests' hosts are checked).
     client_auth: bool,
+    /// The resumption settings, and the session cache and ticketer they made: a reload with
+    /// the same settings keeps them, so sessions resume across it.
+    resumption: Resumption,
+    storage: Arc<dyn rustls::server::StoresServerSessions>,
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
 }
 
 impl ServerTls {
@@ -75,11 +80,15 @@ impl ServerTls {
             "",
             &Resumption::default(),
             &ClientAuth::None,
+            None,
         )
     }
 
     /// A listener's TLS; `listener` (its name) is bound into its tickets, so no other
     /// listener accepts them. Both configs verify client certificates per `client_auth`.
+    /// `previous` is the listener's TLS before a reload: when its resumption settings are the
+    /// same, its session cache and ticket keys are kept, so clients still resume.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_resumption(
         policy: TlsPolicy,
         alpn: &[Vec<u8>],
@@ -88,18 +97,22 @@ impl ServerTls {
         listener: &str,
         resumption: &Resumption,
         client_auth: &ClientAuth,
+        previous: Option<&ServerTls>,
     ) -> Result<Self, rustls::Error> {
         let verifier = client_auth.verifier().map_err(rustls::Error::General)?;
         let resolver = Arc::new(SniResolver::new(certs, default_cert));
-        let storage: Arc<dyn rustls::server::StoresServerSessions> =
-            match resumption.session_cache_size {
+        let kept = previous.filter(|p| p.resumption == *resumption);
+        let storage: Arc<dyn rustls::server::StoresServerSessions> = match kept {
+            Some(p) => p.storage.clone(),
+            None => match resumption.session_cache_size {
                 0 => Arc::new(NoServerSessionStorage {}),
                 n => ServerSessionMemoryCache::new(n),
-            };
-        let ticketer: Option<Arc<dyn rustls::server::ProducesTickets>> = if resumption.tickets {
-            Some(Ticketer::new(listener, resumption)?)
-        } else {
-            None
+            },
+        };
+        let ticketer: Option<Arc<dyn rustls::server::ProducesTickets>> = match kept {
+            Some(p) => p.ticketer.clone(),
+            None if resumption.tickets => Some(Ticketer::new(listener, resumption)?),
+            None => None,
         };
         let build = |provider: CryptoProvider| -> Result<ServerConfig, rustls::Error> {
             let builder = ServerConfig::builder_with_provider(Arc::new(provider))
@@ -119,16 +132,13 @@ impl ServerTls {
         Ok(Self {
             standard: Arc::new(build(kx::standard_provider())?),
             post_quantum: Arc::new(build(kx::post_quantum_provider())?),
-            stats: Arc::default(),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             resolver,
             client_auth: !client_auth.is_none(),
+            resumption: resumption.clone(),
+            storage,
+            ticketer,
         })
-    }
-
-    /// The same TLS counting into `stats` (a reload keeps a listener's counters).
-    pub fn with_stats(mut self, stats: Arc<HandshakeStats>) -> Self {
-        self.stats = stats;
-        self
     }
 
     /// The listener's handshake counters.

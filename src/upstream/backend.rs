@@ -3,13 +3,15 @@
 //! balancers read them without locks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
+use super::backend_stats::BackendStats;
 use super::outlier::Ejection;
+use crate::config::BackendState;
 
 /// How fast old latency samples fade: after this long without samples, an average counts about
 /// a third (1/e) as much, so a backend that was slow is tried again eventually.
@@ -31,7 +33,8 @@ pub(crate) fn now_ns() -> u64 {
 pub struct Backend {
     pub name: String,
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Changed only by a reload (the balancers are rebuilt with it).
+    weight: AtomicU32,
     /// The address as a URI authority, built once so requests do not format it.
     pub authority: Authority,
     in_flight: AtomicUsize,
@@ -44,8 +47,9 @@ pub struct Backend {
     health: Health,
     /// A backup takes requests only while no primary backend of its pool is usable.
     pub backup: bool,
-    /// Takes no new requests; those in flight finish.
-    draining: AtomicBool,
+    /// `BackendState` as a number: what an operator allows it to take.
+    state: AtomicU8,
+    pub stats: BackendStats,
     ejection: Ejection,
     /// Nanoseconds since the epoch from which slow start ramps after an ejection or a drain
     /// (health recoveries are in `Health::recovered_at`); 0 means never.
@@ -127,7 +131,7 @@ impl Backend {
         Self {
             name,
             address,
-            weight,
+            weight: AtomicU32::new(weight),
             authority,
             in_flight: AtomicUsize::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
@@ -135,7 +139,8 @@ impl Backend {
             last_sample: AtomicU64::new(0),
             health: Health::new(healthy),
             backup: false,
-            draining: AtomicBool::new(false),
+            state: AtomicU8::new(0),
+            stats: BackendStats::default(),
             ejection: Ejection::default(),
             ramp_from: AtomicU64::new(0),
         }
@@ -155,28 +160,68 @@ impl Backend {
         &self.ejection
     }
 
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the weight; only a reload calls it, as it rebuilds the balancers that read it.
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
     /// Whether new requests and sessions may go here: a weight above 0, healthy, not ejected
-    /// and not draining. Sticky sessions should ask `Pool::can_take`, which adds the rule for
-    /// backups.
+    /// and enabled. Sticky sessions should ask `Pool::can_take`, which adds the rules for
+    /// backups and draining.
     pub fn is_usable(&self) -> bool {
-        self.weight > 0
+        self.weight() > 0
             && self.health.is_healthy()
-            && !self.draining.load(Ordering::Relaxed)
+            && self.state() == BackendState::Enabled
             && !self.ejection.is_ejected()
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Whether requests of sessions already here may still come: healthy, not ejected, and
+    /// enabled or draining.
+    pub fn keeps_sessions(&self) -> bool {
+        self.health.is_healthy()
+            && self.state() != BackendState::Disabled
+            && !self.ejection.is_ejected()
     }
 
-    /// Starts or ends draining: a draining backend gets no new requests, while those in flight
-    /// finish. Ending a drain starts slow start. Returns whether the state changed.
-    pub fn set_draining(&self, on: bool) -> bool {
-        let was = self.draining.swap(on, Ordering::Relaxed);
-        if was && !on {
+    pub fn state(&self) -> BackendState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => BackendState::Enabled,
+            1 => BackendState::Draining,
+            _ => BackendState::Disabled,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.state() == BackendState::Draining
+    }
+
+    /// Sets what the backend may take. Returning to `Enabled` starts slow start. Returns
+    /// whether the state changed.
+    pub fn set_state(&self, state: BackendState) -> bool {
+        let n = match state {
+            BackendState::Enabled => 0,
+            BackendState::Draining => 1,
+            BackendState::Disabled => 2,
+        };
+        let was = self.state.swap(n, Ordering::Relaxed);
+        if was != 0 && n == 0 {
             self.ramp_from(now_ns());
         }
-        was != on
+        was != n
+    }
+
+    /// Starts or ends draining: a draining backend gets no new sessions, while those in
+    /// flight finish. Ending a drain starts slow start. Returns whether the state changed.
+    pub fn set_draining(&self, on: bool) -> bool {
+        self.set_state(if on {
+            BackendState::Draining
+        } else {
+            BackendState::Enabled
+        })
     }
 
     /// Slow start ramps from `at` (nanoseconds since the epoch) unless a later start is known.

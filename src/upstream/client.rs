@@ -5,8 +5,10 @@ use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -52,20 +54,35 @@ impl tower_service::Service<Uri> for BackendConnector {
     }
 
     fn call(&mut self, _requested: Uri) -> Self::Future {
+        // hyper calls the connector while polling the request that needs the connection, so
+        // the request's slot is in scope here.
+        let slot = CONNECT_TIME.try_with(Arc::clone).ok();
+        let started = Instant::now();
         let tcp = self.inner.call(self.target.clone());
         let tls = self.tls.clone();
         let timeout = self.handshake_timeout;
         Box::pin(async move {
             let tcp = tcp.await?;
-            let Some((tls, name)) = tls else {
-                return Ok(UpstreamStream::Plain(tcp));
+            let stream = match tls {
+                None => UpstreamStream::Plain(tcp),
+                Some((tls, name)) => {
+                    let stream = tls.handshake(tcp.into_inner(), name, timeout).await?;
+                    UpstreamStream::Tls(Box::new(hyper_util::rt::TokioIo::new(stream)))
+                }
             };
-            let stream = tls.handshake(tcp.into_inner(), name, timeout).await?;
-            Ok(UpstreamStream::Tls(Box::new(hyper_util::rt::TokioIo::new(
-                stream,
-            ))))
+            if let Some(slot) = slot {
+                let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                slot.store(ns.max(1), Ordering::Relaxed);
+            }
+            Ok(stream)
         })
     }
+}
+
+tokio::task_local! {
+    /// Where the connector notes how long the connection for the current request took to
+    /// open (nanoseconds, 0: no new connection was opened).
+    static CONNECT_TIME: Arc<AtomicU64>;
 }
 
 /// Why a request to a backend failed, and so what the client gets.
@@ -93,6 +110,21 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A short label for logs: why the request ended without the backend's answer.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Refused => "upstream_refused",
+            Self::ConnectTimeout => "upstream_connect_timeout",
+            Self::ResponseTimeout(_) => "upstream_timeout",
+            Self::Reset => "upstream_reset",
+            Self::Closed => "upstream_closed",
+            Self::InvalidResponse(_) => "upstream_invalid_response",
+            Self::Connect(_) => "upstream_connect_error",
+            Self::Tls(_) => "upstream_tls",
+            Self::Other(_) => "upstream_error",
+        }
+    }
+
     /// The status the client gets: 504 for timeouts, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -211,10 +243,23 @@ impl UpstreamClient {
         &self,
         req: Request<ReplayBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        self.send_timed(req).await.0
+    }
+
+    /// `send`, also telling how long opening a new connection for it took (TCP and TLS);
+    /// `None` when it went on a pooled connection.
+    pub async fn send_timed(
+        &self,
+        req: Request<ReplayBody>,
+    ) -> (Result<Response<Incoming>, UpstreamError>, Option<Duration>) {
+        let slot = Arc::new(AtomicU64::new(0));
+        let request = CONNECT_TIME.scope(slot.clone(), self.client.request(req));
+        let result = match tokio::time::timeout(self.response_timeout, request).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Err(e)) => Err(UpstreamError::classify(&e)),
             Ok(Ok(resp)) => Ok(resp),
-        }
+        };
+        let ns = slot.load(Ordering::Relaxed);
+        (result, (ns > 0).then(|| Duration::from_nanos(ns)))
     }
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::backend::Backend;
+use super::backend_stats::CheckResult;
 use crate::config::{HealthCheck, HealthProbe, HttpProbe};
 use crate::shutdown::Watch;
 
@@ -48,12 +49,22 @@ async fn run(pool: String, backend: Arc<Backend>, check: Arc<HealthCheck>, mut s
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.signalled() => return,
         }
+        let (at, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let outcome = match tokio::time::timeout(check.timeout, probe(&backend, &check.probe)).await
         {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {:?}", check.timeout)),
         };
         let passed = outcome.is_ok();
+        backend.stats.checked(CheckResult {
+            at,
+            passed,
+            took: started.elapsed(),
+            detail: match &outcome {
+                Ok(()) => "passed".to_owned(),
+                Err(why) => why.clone(),
+            },
+        });
         if let Some(healthy) = backend.health().record(passed, check.rise, check.fall) {
             let reason = outcome.err().unwrap_or_else(|| "check passed".to_string());
             if healthy {

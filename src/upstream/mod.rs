@@ -2,8 +2,10 @@
 //! that carry requests to backends.
 
 pub mod backend;
+pub mod backend_stats;
 pub mod balancer;
 pub mod client;
+pub mod decision;
 pub mod health;
 pub mod outlier;
 pub mod persistence;

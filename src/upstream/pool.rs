@@ -9,6 +9,7 @@ use http::HeaderValue;
 use super::backend::Backend;
 use super::balancer::PickContext;
 use super::client::{BackendTls, UpstreamClient};
+use super::decision::{self, Decision};
 use super::outlier::{Detector, Outcome};
 use super::persistence::StickyCookie;
 use super::retry_budget::RetryBudget;
@@ -59,20 +60,21 @@ impl Pool {
     }
 
     /// Builds the pool, keeping from `previous` (the pool of the same name before a reload)
-    /// every backend whose name, address, weight and backup flag are unchanged: the same
-    /// `Arc<Backend>`, so requests in flight, health, ejection and latency averages carry over.
+    /// every backend whose name, address and backup flag are unchanged: the same
+    /// `Arc<Backend>` (with the new weight and state), so requests in flight, health,
+    /// ejection, latency averages and counters carry over.
     pub fn reloaded(spec: &config::Pool, previous: Option<&Pool>) -> Result<Self, String> {
         let kept = |b: &config::Backend| {
             let old = previous?.backends.iter().find(|o| o.name == b.name)?;
-            (old.address == b.address && old.weight == b.weight && old.backup == b.backup)
-                .then(|| old.clone())
+            (old.address == b.address && old.backup == b.backup).then(|| old.clone())
         };
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
             .map(|b| {
                 if let Some(old) = kept(b) {
-                    old.set_draining(b.drain);
+                    old.set_weight(b.weight);
+                    old.set_state(b.state);
                     return old;
                 }
                 let backend = Backend::with_health(
@@ -82,7 +84,7 @@ impl Pool {
                     spec.health.as_ref().is_none_or(|h| h.initially_healthy),
                 )
                 .with_backup(b.backup);
-                backend.set_draining(b.drain);
+                backend.set_state(b.state);
                 Arc::new(backend)
             })
             .collect();
@@ -128,10 +130,24 @@ impl Pool {
     /// The backend for the next request and its connections, or `None` when no backend is
     /// usable. `ctx` carries the request's hash for the hashing balancers.
     pub fn pick(&self, ctx: &PickContext) -> Option<(&Arc<Backend>, &UpstreamClient)> {
+        self.pick_traced(ctx, None)
+    }
+
+    fn pick_traced(
+        &self,
+        ctx: &PickContext,
+        trace: Option<&mut Decision>,
+    ) -> Option<(&Arc<Backend>, &UpstreamClient)> {
         if let Some(outlier) = &self.outlier {
             outlier.sweep(&self.name, &self.backends);
         }
-        let i = self.selector.pick(ctx)?;
+        let i = match trace {
+            None => self.selector.pick(ctx)?,
+            Some(d) => {
+                d.compared(self, ctx.hash);
+                self.selector.pick_traced(ctx, Some(&mut d.steps))?
+            }
+        };
         Some((self.backends.get(i)?, self.clients.get(i)?))
     }
 
@@ -154,9 +170,15 @@ impl Pool {
     }
 
     /// Whether `backend` may take a new request or session now: usable (weight above 0,
-    /// healthy, not ejected, not draining) and, for a backup, no primary usable.
+    /// healthy, not ejected, enabled) and, for a backup, no primary usable.
     pub fn can_take(&self, backend: &Backend) -> bool {
         backend.is_usable() && (!backend.backup || !self.selector.primary_usable())
+    }
+
+    /// Whether a request of a sticky session on `backend` may go there: as `can_take`, but
+    /// a draining backend keeps its sessions (only a disabled one loses them).
+    pub fn keeps_session(&self, backend: &Backend) -> bool {
+        backend.keeps_sessions() && (!backend.backup || !self.selector.primary_usable())
     }
 
     /// Counts the outcome of a request to `backend` for outlier detection (a no-op without
@@ -168,11 +190,19 @@ impl Pool {
     }
 
     /// The backend for a request that carried sticky cookie value `cookie`: the backend the
-    /// cookie names while it can take it (`can_take`); otherwise the balancer's choice, with a
-    /// new cookie.
-    pub fn pick_for(&self, ctx: &PickContext, cookie: Option<&[u8]>) -> Option<Picked<'_>> {
+    /// cookie names while it keeps sessions (`keeps_session`); otherwise the balancer's
+    /// choice, with a new cookie. `trace`, when given, records why.
+    pub fn pick_for(
+        &self,
+        ctx: &PickContext,
+        cookie: Option<&[u8]>,
+        mut trace: Option<&mut Decision>,
+    ) -> Option<Picked<'_>> {
         let Some(sticky) = &self.sticky else {
-            let (backend, client) = self.pick(ctx)?;
+            let (backend, client) = self.pick_traced(ctx, trace.as_deref_mut())?;
+            if let Some(d) = trace {
+                d.chosen = Some(backend.name.clone());
+            }
             return Some(Picked {
                 backend,
                 client,
@@ -180,12 +210,34 @@ impl Pool {
                 sticky_hit: false,
             });
         };
-        let named = cookie
-            .and_then(|v| sticky.open_counted(v))
-            .and_then(|name| self.by_name.get(&name).copied())
-            .filter(|&i| self.backends.get(i).is_some_and(|b| self.can_take(b)));
-        if let Some(i) = named {
+        let opened = cookie.map(|v| sticky.open_counted(v));
+        let named = opened
+            .clone()
+            .flatten()
+            .and_then(|name| self.by_name.get(&name).copied());
+        let kept = named.filter(|&i| self.backends.get(i).is_some_and(|b| self.keeps_session(b)));
+        if let Some(d) = trace.as_deref_mut() {
+            d.sticky = Some(match (&opened, named, kept) {
+                (None, _, _) => "miss(no cookie)".to_owned(),
+                (Some(None), _, _) => "miss(cookie did not open)".to_owned(),
+                (Some(Some(name)), None, _) => format!("miss(cookie names {name}, not in pool)"),
+                (Some(Some(name)), Some(i), None) => {
+                    let why = self
+                        .backends
+                        .get(i)
+                        .and_then(|b| decision::unusable_reason(self, b))
+                        .unwrap_or("unusable");
+                    format!("moved(cookie names {name}, which is {why})")
+                }
+                (Some(Some(name)), Some(_), Some(_)) => format!("hit({name})"),
+            });
+        }
+        if let Some(i) = kept {
             let (backend, client) = (self.backends.get(i)?, self.clients.get(i)?);
+            backend.stats.session_hit();
+            if let Some(d) = trace {
+                d.chosen = Some(backend.name.clone());
+            }
             return Some(Picked {
                 backend,
                 client,
@@ -193,7 +245,11 @@ impl Pool {
                 sticky_hit: true,
             });
         }
-        let (backend, client) = self.pick(ctx)?;
+        let (backend, client) = self.pick_traced(ctx, trace.as_deref_mut())?;
+        backend.stats.session_started();
+        if let Some(d) = trace {
+            d.chosen = Some(backend.name.clone());
+        }
         let set_cookie = sticky.set_cookie(&backend.name);
         Some(Picked {
             backend,

@@ -59,20 +59,32 @@ async fn drain_and_backup_keys_take_effect() {
 }
 
 #[tokio::test]
-async fn sticky_sessions_leave_draining_backends_and_backups_once_a_primary_is_back() {
+async fn sticky_sessions_stay_on_draining_backends_and_leave_disabled_ones_and_backups() {
     let p = pool("[pool.sticky]", &["", "", "backup = true"]);
     let sticky = p.sticky.as_ref().unwrap();
     let to = |name: &str| sticky.seal(name).unwrap();
     let pick = |cookie: &str| {
-        let picked = p.pick_for(&PickContext::default(), Some(cookie.as_bytes()));
+        let picked = p.pick_for(&PickContext::default(), Some(cookie.as_bytes()), None);
         let picked = picked.unwrap();
         (picked.backend.name.clone(), picked.sticky_hit)
     };
+    use crate::config::BackendState::Disabled;
     assert_eq!(pick(&to("b0")), ("b0".into(), true));
     p.backends[0].set_draining(true);
-    assert_eq!(pick(&to("b0")), ("b1".into(), false), "draining: moved");
+    assert_eq!(
+        pick(&to("b0")),
+        ("b0".into(), true),
+        "draining keeps sessions"
+    );
+    assert_eq!(pick(&to("b1")), ("b1".into(), true));
+    assert!(
+        (0..20).all(|_| pick("no cookie").0 == "b1"),
+        "new sessions avoid the draining backend"
+    );
+    p.backends[0].set_state(Disabled);
+    assert_eq!(pick(&to("b0")), ("b1".into(), false), "disabled: moved");
     // The backup keeps its sessions only while no primary is usable.
-    p.backends[1].set_draining(true);
+    p.backends[1].set_state(Disabled);
     assert_eq!(pick(&to("b2")), ("b2".into(), true));
     p.backends[1].set_draining(false);
     assert_eq!(pick(&to("b2")), ("b1".into(), false), "a primary is back");

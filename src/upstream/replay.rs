@@ -24,6 +24,18 @@ struct Shared {
     /// Any frame was read from the client.
     started: bool,
     ended: bool,
+    /// Body bytes read from the client.
+    read_bytes: u64,
+}
+
+/// Counts the body bytes read from the client (for the access log).
+#[derive(Debug)]
+pub struct BodyMeter(Arc<Mutex<Shared>>);
+
+impl BodyMeter {
+    pub fn bytes(&self) -> u64 {
+        self.0.lock().map(|s| s.read_bytes).unwrap_or(0)
+    }
 }
 
 /// One attempt's view of the shared request body.
@@ -52,6 +64,7 @@ impl ReplayBody {
                 complete_copy: true,
                 started: false,
                 ended,
+                read_bytes: 0,
             })),
             cursor: 0,
         }
@@ -65,6 +78,11 @@ impl ReplayBody {
             shared: self.shared.clone(),
             cursor: 0,
         })
+    }
+
+    /// Reads how many body bytes came from the client, also after every attempt is gone.
+    pub fn meter(&self) -> BodyMeter {
+        BodyMeter(self.shared.clone())
     }
 
     /// Whether no byte of the body has been read from the client yet.
@@ -110,6 +128,7 @@ impl Body for ReplayBody {
             Poll::Ready(Some(Ok(frame))) => {
                 shared.started = true;
                 let len = frame.data_ref().map_or(0, Bytes::len);
+                shared.read_bytes += len as u64;
                 if shared.complete_copy && shared.recorded_bytes + len <= REPLAY_LIMIT {
                     if let Some(copy) = copy_frame(&frame) {
                         shared.recorded.push(copy);

@@ -54,8 +54,16 @@ impl Tier {
     }
 
     /// A pick among this tier's backends, as an index into the pool.
-    fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext) -> Option<usize> {
-        let i = self.balancer.pick(backends, ctx)?;
+    fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        ctx: &PickContext,
+        trace: &mut Option<&mut Vec<String>>,
+    ) -> Option<usize> {
+        let i = match trace {
+            None => self.balancer.pick(backends, ctx)?,
+            Some(t) => self.balancer.pick_traced(backends, ctx, t)?,
+        };
         self.index.get(i).copied()
     }
 }
@@ -79,22 +87,67 @@ impl Selector {
     /// The index (in the pool) of the backend for the next request, or `None` when no backend
     /// is usable.
     pub(super) fn pick(&self, ctx: &PickContext) -> Option<usize> {
-        let Some(window) = self.slow_start else {
-            return (self.primaries.pick(&self.primaries.backends, ctx))
-                .or_else(|| self.backups.pick(&self.backups.backends, ctx));
-        };
-        self.pick_at(ctx, window, now_ns())
+        self.pick_traced(ctx, None)
     }
 
-    pub(super) fn pick_at(&self, ctx: &PickContext, window: Duration, now: u64) -> Option<usize> {
-        let admitted = |t: &Tier| match self.admitted(&t.backends, window, now) {
-            None => t.pick(&t.backends, ctx),
-            Some(masked) => t.pick(&masked, ctx),
+    /// `pick`, noting in `trace` (when given) which tier and what slow start held back.
+    pub(super) fn pick_traced(
+        &self,
+        ctx: &PickContext,
+        mut trace: Option<&mut Vec<String>>,
+    ) -> Option<usize> {
+        let Some(window) = self.slow_start else {
+            if let Some(i) = self
+                .primaries
+                .pick(&self.primaries.backends, ctx, &mut trace)
+            {
+                return Some(i);
+            }
+            note(&mut trace, "no primary usable: backups");
+            return self.backups.pick(&self.backups.backends, ctx, &mut trace);
         };
-        admitted(&self.primaries)
-            .or_else(|| admitted(&self.backups))
-            .or_else(|| self.primaries.pick(&self.primaries.backends, ctx))
-            .or_else(|| self.backups.pick(&self.backups.backends, ctx))
+        self.pick_at(ctx, window, now_ns(), trace)
+    }
+
+    pub(super) fn pick_at(
+        &self,
+        ctx: &PickContext,
+        window: Duration,
+        now: u64,
+        mut trace: Option<&mut Vec<String>>,
+    ) -> Option<usize> {
+        let admitted = |t: &Tier, trace: &mut Option<&mut Vec<String>>| match self.admitted(
+            &t.backends,
+            window,
+            now,
+        ) {
+            None => t.pick(&t.backends, ctx, trace),
+            Some(masked) => {
+                if let Some(tr) = trace {
+                    let held: Vec<&str> = (t.backends.iter().zip(&masked))
+                        .filter(|(b, m)| !Arc::ptr_eq(b, m))
+                        .map(|(b, _)| b.name.as_str())
+                        .collect();
+                    tr.push(format!("slow start held back {}", held.join(",")));
+                }
+                t.pick(&masked, ctx, trace)
+            }
+        };
+        if let Some(i) = admitted(&self.primaries, &mut trace) {
+            return Some(i);
+        }
+        if let Some(i) = admitted(&self.backups, &mut trace) {
+            note(&mut trace, "no primary admitted: backups");
+            return Some(i);
+        }
+        note(
+            &mut trace,
+            "nothing admitted by slow start: picking without it",
+        );
+        (self
+            .primaries
+            .pick(&self.primaries.backends, ctx, &mut trace))
+        .or_else(|| self.backups.pick(&self.backups.backends, ctx, &mut trace))
     }
 
     /// The tier's backends with those slow start holds back this time masked, or `None`
@@ -118,6 +171,12 @@ impl Selector {
     /// Whether any primary backend is usable (and so backups take no new requests).
     pub(super) fn primary_usable(&self) -> bool {
         self.primaries.backends.iter().any(|b| b.is_usable())
+    }
+}
+
+fn note(trace: &mut Option<&mut Vec<String>>, what: &str) {
+    if let Some(t) = trace {
+        t.push(what.to_owned());
     }
 }
 

@@ -15,7 +15,7 @@ fn backups(weights: &[u32], backup: &[bool]) -> Vec<Arc<Backend>> {
         .iter()
         .zip(backup)
         .map(|(b, &backup)| {
-            Arc::new(Backend::new(b.name.clone(), b.address, b.weight).with_backup(backup))
+            Arc::new(Backend::new(b.name.clone(), b.address, b.weight()).with_backup(backup))
         })
         .collect()
 }
@@ -31,7 +31,7 @@ fn recover(b: &Backend) -> u64 {
 fn share(s: &Selector, window: Duration, now: u64, i: usize) -> f64 {
     let ctx = PickContext::default();
     let hits = (0..PICKS)
-        .filter(|_| s.pick_at(&ctx, window, now) == Some(i))
+        .filter(|_| s.pick_at(&ctx, window, now, None) == Some(i))
         .count();
     hits as f64 / PICKS as f64
 }

@@ -132,6 +132,7 @@ impl Validator<'_> {
             tls,
             routes,
             accept_proxy_protocol,
+            explain: l.explain.unwrap_or(false),
         }
     }
 

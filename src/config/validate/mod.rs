@@ -8,6 +8,7 @@ mod client_auth;
 mod health;
 mod l4;
 mod listener;
+mod operations;
 mod outlier;
 mod pool;
 mod resumption;
@@ -26,7 +27,7 @@ use super::file::*;
 use super::*;
 
 const DURATION_HINT: &str = "expected a duration such as \"500ms\", \"5s\" or \"2m\"";
-const NAME_HINT: &str = "expected 1 to 64 letters, digits, '-', '_' or '.'";
+pub const NAME_HINT: &str = "expected 1 to 64 letters, digits, '-', '_' or '.'";
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
@@ -63,6 +64,15 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     v.errors.sort_by_key(|e| (e.line, e.column));
     v.errors.dedup();
     Err(ConfigErrors(v.errors))
+}
+
+/// Whether `s` may name a listener, pool, backend or certificate: 1 to 64 letters, digits,
+/// '-', '_' or '.', so names are safe in logs, metrics labels and headers.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// The hint for a name that refers to nothing: the names there are, or the table to add.
@@ -128,6 +138,8 @@ impl Validator<'_> {
                 "add a [[listener]] table with a name, a bind address and a route",
             );
         }
+        let admin = f.admin.as_ref().map(|a| self.admin(a));
+        let access_log = f.access_log.as_ref().map(|a| self.access_log(a));
         let mut watched_files = std::mem::take(&mut self.watched);
         watched_files.sort();
         watched_files.dedup();
@@ -140,6 +152,8 @@ impl Validator<'_> {
             certificates: certificates.into_iter().collect::<Option<Vec<_>>>()?,
             listeners,
             pools,
+            admin,
+            access_log,
         })
     }
 
@@ -193,11 +207,7 @@ impl Validator<'_> {
 
     fn name(&mut self, v: &Spanned<String>, kind: &str) {
         let s = v.get_ref();
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok {
+        if !valid_name(s) {
             self.err(
                 v.span(),
                 format!("`{s}` is not a valid {kind} name"),

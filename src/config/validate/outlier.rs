@@ -92,11 +92,17 @@ mod tests {
             })
         );
         assert_eq!(p.slow_start, None);
-        assert!(p.backends.iter().all(|b| !b.backup && !b.drain));
+        assert!(p
+            .backends
+            .iter()
+            .all(|b| !b.backup && b.state == crate::config::BackendState::Enabled));
         let c = config("slow_start = \"30s\"", "backup = true\ndrain = true").unwrap();
         assert_eq!(c.pools[0].outlier, None, "off without the table");
         assert_eq!(c.pools[0].slow_start, Some(Duration::from_secs(30)));
-        assert!(c.pools[0].backends[1].backup && c.pools[0].backends[1].drain);
+        assert!(
+            c.pools[0].backends[1].backup
+                && c.pools[0].backends[1].state == crate::config::BackendState::Draining
+        );
         // A base longer than the default maximum raises the maximum with it.
         let c = config("[pool.outlier]\nbase_ejection = \"10m\"", "").unwrap();
         let o = c.pools[0].outlier.unwrap();

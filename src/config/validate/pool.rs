@@ -111,12 +111,27 @@ impl Validator<'_> {
             .name
             .as_ref()
             .map_or_else(|| b.address.get_ref().clone(), |n| n.get_ref().clone());
+        let on = |v: &Option<Spanned<bool>>| v.as_ref().is_some_and(|v| *v.get_ref());
+        let state = match (on(&b.drain), on(&b.disabled)) {
+            (_, true) if on(&b.drain) => {
+                let span = b.disabled.as_ref().map_or(0..0, |d| d.span());
+                self.err(
+                    span,
+                    "a backend cannot both drain and be disabled",
+                    "expected at most one of `drain = true` and `disabled = true`",
+                );
+                BackendState::Disabled
+            }
+            (_, true) => BackendState::Disabled,
+            (true, false) => BackendState::Draining,
+            (false, false) => BackendState::Enabled,
+        };
         Backend {
             name,
             address,
             weight,
             backup: b.backup.as_ref().is_some_and(|v| *v.get_ref()),
-            drain: b.drain.as_ref().is_some_and(|v| *v.get_ref()),
+            state,
         }
     }
 

@@ -32,7 +32,7 @@ pub(super) fn first_acceptable(
         .iter()
         .filter(|b| b.is_usable())
         .fold((0u64, 0u64), |(n, w), b| {
-            (n + b.in_flight() as u64, w + u64::from(b.weight))
+            (n + b.in_flight() as u64, w + u64::from(b.weight()))
         });
     if weight == 0 {
         return None;
@@ -43,7 +43,7 @@ pub(super) fn first_acceptable(
         .chain(usable)
         .find(|&i| {
             let b = &backends[i];
-            b.in_flight() as f64 + 1.0 <= (per_weight * f64::from(b.weight)).ceil()
+            b.in_flight() as f64 + 1.0 <= (per_weight * f64::from(b.weight())).ceil()
         })
         .or(Some(first))
 }
@@ -55,7 +55,7 @@ pub(super) fn bound(backends: &[Arc<Backend>], b: &Backend, c: f64, total: usize
     let weight: u64 = backends
         .iter()
         .filter(|b| b.is_usable())
-        .map(|b| u64::from(b.weight))
+        .map(|b| u64::from(b.weight()))
         .sum();
-    (c * total as f64 * f64::from(b.weight) / weight as f64).ceil() as usize
+    (c * total as f64 * f64::from(b.weight()) / weight as f64).ceil() as usize
 }

@@ -28,8 +28,8 @@ impl Balancer for LeastConnections {
             // in_flight/weight compared by cross-multiplying, without division.
             let better = best.is_none_or(|j| {
                 let o = &backends[j];
-                (b.in_flight() as u64) * u64::from(o.weight)
-                    < (o.in_flight() as u64) * u64::from(b.weight)
+                (b.in_flight() as u64) * u64::from(o.weight())
+                    < (o.in_flight() as u64) * u64::from(b.weight())
             });
             if better {
                 best = Some(i);

@@ -50,10 +50,10 @@ impl Maglev {
 fn table(backends: &[Arc<Backend>]) -> Vec<u32> {
     // Sorted by name so the table does not depend on the order of the config file.
     let mut order: Vec<usize> = (0..backends.len())
-        .filter(|&i| backends[i].weight > 0)
+        .filter(|&i| backends[i].weight() > 0)
         .collect();
     order.sort_by(|&a, &b| backends[a].name.cmp(&backends[b].name));
-    let Some(max_weight) = order.iter().map(|&i| u64::from(backends[i].weight)).max() else {
+    let Some(max_weight) = order.iter().map(|&i| u64::from(backends[i].weight())).max() else {
         return Vec::new();
     };
     let size = SIZES
@@ -68,7 +68,7 @@ fn table(backends: &[Arc<Backend>]) -> Vec<u32> {
                 backend: i as u32,
                 slot: (xxh3_64_with_seed(name, OFFSET_SEED) % size as u64) as usize,
                 skip: (xxh3_64_with_seed(name, SKIP_SEED) % (size as u64 - 1)) as usize + 1,
-                weight: u64::from(backends[i].weight),
+                weight: u64::from(backends[i].weight()),
                 threshold: 0,
             }
         })

@@ -45,6 +45,19 @@ pub trait Balancer: Send + Sync + std::fmt::Debug {
     /// `backends` is the same slice (same order) the balancer was built for. Only the hashing
     /// balancers read `ctx`.
     fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext) -> Option<usize>;
+
+    /// `pick`, also noting in `trace` what it compared when that is not visible from the
+    /// backends' state afterwards (the random pair of `performance`). Called only for
+    /// requests that asked for an explanation.
+    fn pick_traced(
+        &self,
+        backends: &[Arc<Backend>],
+        ctx: &PickContext,
+        trace: &mut Vec<String>,
+    ) -> Option<usize> {
+        let _ = trace;
+        self.pick(backends, ctx)
+    }
 }
 
 /// The balancer of `kind` for `backends`; `bounded_load` is the hashing balancers' factor of

@@ -29,23 +29,55 @@ fn random_usable(backends: &[Arc<Backend>], skip: Option<usize>) -> Option<usize
 /// Lower is better. Unsampled backends score by load alone, so they are tried.
 pub fn score(b: &Backend) -> f64 {
     let latency = b.peak_ewma_ns().max(1.0);
-    latency * (b.in_flight() as f64 + 1.0) / f64::from(b.weight.max(1))
+    latency * (b.in_flight() as f64 + 1.0) / f64::from(b.weight().max(1))
 }
 
-impl Balancer for Performance {
-    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
+impl Performance {
+    fn choose(backends: &[Arc<Backend>], trace: Option<&mut Vec<String>>) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }
         let a = random_usable(backends, None)?;
         let Some(b) = random_usable(backends, Some(a)) else {
+            if let Some(trace) = trace {
+                trace.push(format!("only {} usable", backends[a].name));
+            }
             return Some(a);
         };
-        Some(if score(&backends[b]) < score(&backends[a]) {
-            b
-        } else {
-            a
-        })
+        let (sa, sb) = (score(&backends[a]), score(&backends[b]));
+        if let Some(trace) = trace {
+            let describe = |x: &Backend, s: f64| {
+                format!(
+                    "{} peak_ewma={:.3}ms in_flight={} weight={} score={:.3}",
+                    x.name,
+                    x.peak_ewma_ns() / 1e6,
+                    x.in_flight(),
+                    x.weight(),
+                    s / 1e6
+                )
+            };
+            trace.push(format!(
+                "two random choices: {} vs {}; lower score wins",
+                describe(&backends[a], sa),
+                describe(&backends[b], sb)
+            ));
+        }
+        Some(if sb < sa { b } else { a })
+    }
+}
+
+impl Balancer for Performance {
+    fn pick(&self, backends: &[Arc<Backend>], _ctx: &PickContext) -> Option<usize> {
+        Self::choose(backends, None)
+    }
+
+    fn pick_traced(
+        &self,
+        backends: &[Arc<Backend>],
+        _ctx: &PickContext,
+        trace: &mut Vec<String>,
+    ) -> Option<usize> {
+        Self::choose(backends, Some(trace))
     }
 }
 

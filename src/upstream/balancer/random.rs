@@ -13,7 +13,7 @@ impl Balancer for Random {
         let total: u64 = backends
             .iter()
             .filter(|b| b.is_usable())
-            .map(|b| u64::from(b.weight))
+            .map(|b| u64::from(b.weight()))
             .sum();
         if total == 0 {
             return None;
@@ -23,7 +23,7 @@ impl Balancer for Random {
             if !b.is_usable() {
                 continue;
             }
-            let w = u64::from(b.weight);
+            let w = u64::from(b.weight());
             if ticket < w {
                 return Some(i);
             }

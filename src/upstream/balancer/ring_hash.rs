@@ -35,7 +35,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 impl RingHash {
     pub fn new(backends: &[Arc<Backend>], bounded_load: Option<f64>) -> Self {
-        let weights = backends.iter().map(|b| u64::from(b.weight));
+        let weights = backends.iter().map(|b| u64::from(b.weight()));
         let divisor = weights.clone().fold(0, gcd).max(1);
         let units: u64 = weights.map(|w| w / divisor).sum();
         let per_unit = (MAX_POINTS / units.max(1)).clamp(1, POINTS_PER_WEIGHT);
@@ -46,7 +46,7 @@ impl RingHash {
             .enumerate()
             .flat_map(|(i, b)| {
                 let name = b.name.as_bytes();
-                let count = u64::from(b.weight) / divisor * per_unit;
+                let count = u64::from(b.weight()) / divisor * per_unit;
                 (0..count).map(move |n| (xxh3_64_with_seed(name, n), i as u32))
             })
             .collect();

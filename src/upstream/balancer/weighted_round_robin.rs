@@ -24,10 +24,10 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 impl WeightedRoundRobin {
     pub fn new(backends: &[Arc<Backend>]) -> Self {
-        let divisor = backends.iter().fold(0, |g, b| gcd(g, b.weight)).max(1);
+        let divisor = backends.iter().fold(0, |g, b| gcd(g, b.weight())).max(1);
         let weights: Vec<i64> = backends
             .iter()
-            .map(|b| i64::from(b.weight / divisor))
+            .map(|b| i64::from(b.weight() / divisor))
             .collect();
         let total: i64 = weights.iter().sum();
         let mut current = vec![0i64; weights.len()];
