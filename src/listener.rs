@@ -10,7 +10,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, Kind, Record};
 use crate::config::{AdminToken, IpNet, ListenerProtocol};
 use crate::http::{self, ConnInfo, Router};
 use crate::metrics::{ConnectionGauge, FailureLabels, HandshakeLabels, Metrics};
@@ -102,8 +102,15 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
         return;
     };
     if state.protocol == ListenerProtocol::TlsPassthrough {
+        let (time, started) = (std::time::SystemTime::now(), std::time::Instant::now());
         let router = &state.router;
-        tcp::passthrough::serve(stream, client, router, state.tls_handshake_timeout).await;
+        let (done, sni) =
+            tcp::passthrough::serve(stream, client, router, state.tls_handshake_timeout).await;
+        if let Some(log) = &state.access_log {
+            let mut record = l4_record(&state, client, done, time, started);
+            record.sni = sni;
+            log.log(record);
+        }
         return;
     }
     let Some(server_tls) = &state.tls else {
@@ -158,7 +165,18 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
     state.metrics.handshakes.get_or_create(&labels).inc();
     debug!(sni = session.server_name().unwrap_or("-"), version = ?session.protocol_version(), h2, ?kind, "TLS established");
     if state.protocol == ListenerProtocol::Tcp {
-        serve_tcp(tls, client, &state).await;
+        let time = std::time::SystemTime::now() - info.handshake;
+        let done = serve_tcp(tls, client, &state).await;
+        if let Some(log) = &state.access_log {
+            let mut record = l4_record(&state, client, done, time, started);
+            record.sni = info.sni;
+            record.tls_version = info.version;
+            record.cipher = info.cipher;
+            record.resumed = Some(info.resumed);
+            record.alpn = info.alpn;
+            record.tls_handshake = Some(info.handshake);
+            log.log(record);
+        }
         return;
     }
     // The leaf rustls verified (also on a resumed session), read once for every request.
@@ -206,15 +224,50 @@ async fn proxy_header(
     }
 }
 
+/// The access log line of an L4 connection that started at `time` (`started` on the
+/// monotonic clock).
+fn l4_record(
+    state: &ListenerState,
+    client: SocketAddr,
+    done: tcp::proxy::Forwarded,
+    time: std::time::SystemTime,
+    started: std::time::Instant,
+) -> Record {
+    Record {
+        time,
+        kind: Kind::Tcp,
+        listener: state.name.to_string(),
+        client: Some(client),
+        bytes_in: done.bytes_in,
+        bytes_out: done.bytes_out,
+        pool: done.pool,
+        backend: done.backend,
+        upstream_connect: done.connect,
+        total: started.elapsed(),
+        termination: done.termination.map(str::to_owned),
+        ..Record::default()
+    }
+}
+
 /// A `tcp` listener's connection after the handshake: bytes to the listener's one pool.
-async fn serve_tcp(tls: TlsStream<TcpStream>, client: SocketAddr, state: &ListenerState) {
+async fn serve_tcp(
+    tls: TlsStream<TcpStream>,
+    client: SocketAddr,
+    state: &ListenerState,
+) -> tcp::proxy::Forwarded {
     let Some(pool) = state.router.find(None, "/").cloned() else {
         warn!("tcp listener without a route; closing");
-        return;
+        return tcp::proxy::Forwarded {
+            termination: Some("no_route"),
+            ..Default::default()
+        };
     };
     let (tcp, session) = tls.get_ref();
     let Ok(local) = tcp.local_addr() else {
-        return;
+        return tcp::proxy::Forwarded {
+            termination: Some("io_error"),
+            ..Default::default()
+        };
     };
     let info = tcp::proxy_protocol::TlsInfo {
         sni: session.server_name().map(str::to_owned),
@@ -227,5 +280,5 @@ async fn serve_tcp(tls: TlsStream<TcpStream>, client: SocketAddr, state: &Listen
         local,
         tls: info,
     };
-    tcp::proxy::forward(tls, &client, &pool, &[]).await;
+    tcp::proxy::forward(tls, &client, &pool, &[]).await
 }

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,27 +25,64 @@ pub struct Client {
     pub tls: TlsInfo,
 }
 
+/// What became of one L4 connection, for the access log.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    pub pool: Option<String>,
+    pub backend: Option<String>,
+    /// Bytes from the client to the backend, and back.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// How long finding and connecting to a backend took.
+    pub connect: Option<Duration>,
+    /// Why the connection ended abnormally; `None` when both sides closed.
+    pub termination: Option<&'static str>,
+}
+
 /// Connects to a backend of `pool` for `client`, sends the PROXY header the pool asks for
 /// and `first` (bytes already read from the client), then copies both ways until both sides
 /// have closed. When one side ends its writes, the other's write half is shut down and the
 /// other direction stays open (`copy_bidirectional`).
-pub async fn forward<S>(mut downstream: S, client: &Client, pool: &Arc<Pool>, first: &[u8])
+pub async fn forward<S>(
+    mut downstream: S,
+    client: &Client,
+    pool: &Arc<Pool>,
+    first: &[u8],
+) -> Forwarded
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some((mut upstream, _in_flight)) = connect(pool, client.addr).await else {
+    let mut done = Forwarded {
+        pool: Some(pool.name.clone()),
+        ..Forwarded::default()
+    };
+    let started = Instant::now();
+    let Some((mut upstream, in_flight)) = connect(pool, client.addr).await else {
         warn!(pool = %pool.name, "no backend could be reached; closing");
         let _ = downstream.shutdown().await;
-        return;
+        done.termination = Some("no_backend");
+        return done;
     };
+    done.connect = Some(started.elapsed());
+    done.backend = Some(in_flight.backend().name.clone());
     if let Err(e) = preamble(&mut upstream, client, pool, first).await {
         warn!(error = %e, "cannot write to the backend");
-        return;
+        done.termination = Some("upstream_write_error");
+        return done;
     }
+    done.bytes_in = first.len() as u64;
     match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-        Ok((up, down)) => debug!(bytes_up = up, bytes_down = down, "connection closed"),
-        Err(e) => debug!(error = %e, "connection ended with an error"),
+        Ok((up, down)) => {
+            debug!(bytes_up = up, bytes_down = down, "connection closed");
+            done.bytes_in += up;
+            done.bytes_out = down;
+        }
+        Err(e) => {
+            debug!(error = %e, "connection ended with an error");
+            done.termination = Some("io_error");
+        }
     }
+    done
 }
 
 async fn preamble(
