@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::proxy::ConnInfo;
 use crate::access_log::{Kind, Record};
-use crate::metrics::{status_class, RequestLabels, RouteLabels};
+use crate::metrics::{status_class, RequestLabels, RouteMetrics};
 use crate::upstream::replay::BodyMeter;
 
 /// What is known of a request so far.
@@ -18,8 +18,11 @@ pub struct Exchange {
     /// Method, host and path: taken only when an access log is written.
     request: Option<(String, Option<String>, String)>,
     pub route: Option<Arc<str>>,
+    pub route_metrics: Option<Arc<RouteMetrics>>,
     pub pool: Option<Arc<str>>,
     pub backend: Option<Arc<str>>,
+    /// The backend's index in its pool, for the route's counters.
+    pub backend_index: Option<usize>,
     pub retries: u32,
     pub connect: Option<Duration>,
     pub ttfb: Option<Duration>,
@@ -48,8 +51,10 @@ impl Exchange {
             time: SystemTime::now(),
             request,
             route: None,
+            route_metrics: None,
             pool: None,
             backend: None,
+            backend_index: None,
             retries: 0,
             connect: None,
             ttfb: None,
@@ -62,25 +67,23 @@ impl Exchange {
     /// Counts the response header of `status` in the metrics; the returned account, when the
     /// access log is on, is finished by the response body.
     pub fn responded(self, status: u16) -> Option<Finish> {
-        let metrics = &self.conn.metrics;
-        let empty: Arc<str> = Arc::from("");
-        let labels = RequestLabels {
-            listener: self.conn.listener.clone(),
-            route: self.route.clone().unwrap_or_else(|| empty.clone()),
-            pool: self.pool.clone().unwrap_or_else(|| empty.clone()),
-            backend: self.backend.clone().unwrap_or(empty),
-            code: status_class(status),
-        };
-        metrics.requests.get_or_create(&labels).inc();
-        if let Some(route) = &self.route {
-            let labels = RouteLabels {
-                listener: self.conn.listener.clone(),
-                route: route.clone(),
-            };
-            metrics
-                .request_duration
-                .get_or_create(&labels)
-                .observe(self.started.elapsed());
+        match &self.route_metrics {
+            Some(m) => {
+                m.count(self.backend_index, status);
+                m.duration.observe(self.started.elapsed());
+            }
+            None => {
+                // No route: counted under empty route, pool and backend labels.
+                let empty: Arc<str> = Arc::from("");
+                let labels = RequestLabels {
+                    listener: self.conn.listener.clone(),
+                    route: empty.clone(),
+                    pool: empty.clone(),
+                    backend: empty,
+                    code: status_class(status),
+                };
+                self.conn.metrics.requests.get_or_create(&labels).inc();
+            }
         }
         self.conn.access_log.is_some().then(|| Finish {
             exchange: self,

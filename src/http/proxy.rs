@@ -134,7 +134,8 @@ async fn forward(
     };
     let pool = route.pool.clone();
     x.route = Some(route.label.clone());
-    x.pool = Some(Arc::from(pool.name.as_str()));
+    x.route_metrics = Some(route.metrics.clone());
+    x.pool = Some(pool.label.clone());
     let ctx = PickContext {
         hash: pool
             .hash_key
@@ -184,7 +185,8 @@ async fn forward(
                 return (error_response(failed.status), explain);
             }
         };
-    x.backend = Some(Arc::from(sent.backend.name.as_str()));
+    x.backend = Some(sent.backend.label.clone());
+    x.backend_index = pool.index_of(&sent.backend);
     x.retries = sent.retries;
     x.connect = sent.connect;
     x.ttfb = Some(sent.ttfb);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{HostPattern, Route};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::Pool;
 
 #[derive(Debug)]
@@ -14,6 +15,7 @@ pub struct CompiledRoute {
     /// How metrics, logs and decisions name the route: its host (`*` for any) and path
     /// prefix, e.g. `api.example.com/v1` or `*/`.
     pub label: Arc<str>,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A listener's routes, ordered most specific first so the first match wins.
@@ -39,7 +41,13 @@ fn specificity(r: &Route) -> (u8, usize, usize) {
 
 impl Router {
     /// `pools` is indexed by `Route::pool`.
-    pub fn new(routes: &[Route], pools: &[Arc<Pool>]) -> Self {
+    /// The routes of `listener`, to `pools`, counting into `metrics`.
+    pub fn new(
+        routes: &[Route],
+        pools: &[Arc<Pool>],
+        listener: &Arc<str>,
+        metrics: &Metrics,
+    ) -> Self {
         let mut sorted: Vec<&Route> = routes.iter().collect();
         sorted.sort_by_key(|r| specificity(r));
         let routes = sorted
@@ -50,11 +58,16 @@ impl Router {
                     Some(HostPattern::Exact(h)) => h.clone(),
                     Some(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
                 };
+                let pool = pools.get(r.pool)?.clone();
+                let label: Arc<str> = format!("{host}{}", r.path_prefix).into();
+                let names: Vec<&str> = pool.backends.iter().map(|b| b.name.as_str()).collect();
+                let metrics = RouteMetrics::new(metrics, listener, &label, &pool.name, &names);
                 Some(CompiledRoute {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
-                    pool: pools.get(r.pool)?.clone(),
-                    label: format!("{host}{}", r.path_prefix).into(),
+                    metrics: Arc::new(metrics),
+                    pool,
+                    label,
                 })
             })
             .collect();
@@ -141,7 +154,7 @@ mod tests {
             route(Some(HostPattern::Wildcard(".test".into())), "/", 2),
             route(Some(HostPattern::Exact("api.test".into())), "/v2/", 3),
         ];
-        let r = Router::new(&routes, &pools);
+        let r = Router::new(&routes, &pools, &Arc::from("l"), &Metrics::default());
         let name = |h: Option<&str>, p: &str| r.find(h, p).map(|p| p.name.clone());
         assert_eq!(name(Some("API.test:8443"), "/x").as_deref(), Some("api"));
         assert_eq!(

@@ -104,6 +104,64 @@ impl Metrics {
     }
 }
 
+/// One route's handles into the families, resolved when the route is built so a request
+/// counts with plain atomic adds (no label hashing, no lock).
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub duration: Latency,
+    /// By backend of the route's pool (pool order), then one row for "no backend"; each
+    /// row by status class 1xx to 5xx.
+    requests: Vec<[Counter; 5]>,
+}
+
+impl RouteMetrics {
+    /// The handles of route `route` of `listener`, to `pool` with `backends` (names).
+    pub fn new(
+        metrics: &Metrics,
+        listener: &Arc<str>,
+        route: &Arc<str>,
+        pool: &str,
+        backends: &[&str],
+    ) -> Self {
+        let pool: Arc<str> = Arc::from(pool);
+        let row = |backend: Arc<str>| {
+            let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+            classes.map(|code| {
+                let labels = RequestLabels {
+                    listener: listener.clone(),
+                    route: route.clone(),
+                    pool: pool.clone(),
+                    backend: backend.clone(),
+                    code,
+                };
+                metrics.requests.get_or_create(&labels).clone()
+            })
+        };
+        let mut requests: Vec<[Counter; 5]> = backends.iter().map(|b| row(Arc::from(*b))).collect();
+        requests.push(row(Arc::from("")));
+        let labels = RouteLabels {
+            listener: listener.clone(),
+            route: route.clone(),
+        };
+        Self {
+            duration: metrics.request_duration.get_or_create(&labels).clone(),
+            requests,
+        }
+    }
+
+    /// Counts a response of `status` from the backend at `backend` (its index in the pool),
+    /// or from terminus itself (`None`).
+    pub fn count(&self, backend: Option<usize>, status: u16) {
+        let row = backend
+            .and_then(|i| self.requests.get(i))
+            .or_else(|| self.requests.last());
+        let class = crate::upstream::backend_stats::class_index(status).min(4);
+        if let Some(counter) = row.and_then(|r| r.get(class)) {
+            counter.inc();
+        }
+    }
+}
+
 /// Counts a connection open while it lives.
 pub struct ConnectionGauge(Gauge);
 

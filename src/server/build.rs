@@ -76,10 +76,12 @@ pub(super) fn build(
             }
             _ => None,
         };
+        let name: Arc<str> = l.name.as_str().into();
+        let router = Router::new(&l.routes, &pools, &name, shared.metrics);
         let state = Arc::new(ListenerState {
-            name: l.name.as_str().into(),
+            name,
             tls: server_tls,
-            router: Arc::new(Router::new(&l.routes, &pools)),
+            router: Arc::new(router),
             tls_handshake_timeout: config.timeouts.tls_handshake,
             client_header_timeout: config.timeouts.client_header,
             protocol: l.protocol,

@@ -32,6 +32,8 @@ pub(crate) fn now_ns() -> u64 {
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
+    /// The name, shared cheaply with logs and metrics.
+    pub label: Arc<str>,
     pub address: SocketAddr,
     /// Changed only by a reload (the balancers are rebuilt with it).
     weight: AtomicU32,
@@ -129,6 +131,7 @@ impl Backend {
         let authority = Authority::try_from(address.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("invalid"));
         Self {
+            label: name.as_str().into(),
             name,
             address,
             weight: AtomicU32::new(weight),

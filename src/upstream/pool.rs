@@ -19,6 +19,8 @@ use crate::config::{self, BalancerKind, HashKey, UpstreamProtocol, UpstreamTimeo
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
+    /// The name, shared cheaply with logs and metrics.
+    pub label: Arc<str>,
     pub balancer_kind: BalancerKind,
     pub protocol: UpstreamProtocol,
     pub timeouts: UpstreamTimeouts,
@@ -101,6 +103,7 @@ impl Pool {
             .collect();
         Ok(Self {
             name: spec.name.clone(),
+            label: spec.name.as_str().into(),
             balancer_kind: spec.balancer,
             protocol: spec.protocol,
             timeouts: spec.timeouts,
@@ -167,6 +170,11 @@ impl Pool {
         let i = (0..self.backends.len())
             .find(|&i| untried(&self.backends[i]) && self.can_take(&self.backends[i]))?;
         Some((self.backends.get(i)?, self.clients.get(i)?))
+    }
+
+    /// Where `backend` is in `backends`.
+    pub fn index_of(&self, backend: &Arc<Backend>) -> Option<usize> {
+        self.backends.iter().position(|b| Arc::ptr_eq(b, backend))
     }
 
     /// Whether `backend` may take a new request or session now: usable (weight above 0,
