@@ -291,6 +291,9 @@ fn push_escaped(out: &mut String, value: &str, escape_space: bool) {
 
 #[derive(Debug, Default)]
 struct Stats {
+    /// Records queued for the writer, and those it has finished with (written or failed).
+    accepted: AtomicU64,
+    settled: AtomicU64,
     dropped: AtomicU64,
     written: AtomicU64,
     write_errors: AtomicU64,
@@ -352,10 +355,24 @@ impl AccessLog {
     /// is gone), the record is dropped and counted.
     pub fn log(&self, record: Record) {
         match self.tx.try_send(record) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Waits (at most `max`) until the writer has finished with every queued record, so a
+    /// shutdown loses no line.
+    pub async fn drain(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.stats.settled.load(Ordering::Relaxed)
+            < self.stats.accepted.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -392,10 +409,13 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Record>) {
         while let Some(record) = rx.blocking_recv() {
             self.write(&record);
+            let mut batch = 1;
             while let Ok(record) = rx.try_recv() {
                 self.write(&record);
+                batch += 1;
             }
             self.flush();
+            self.stats.settled.fetch_add(batch, Ordering::Relaxed);
         }
     }
 

@@ -217,7 +217,12 @@ fn serve_on(
             tokio::spawn(reload_on_change(server.clone(), path.clone()));
         }
         tokio::spawn(reload_on_hangup(server.clone(), path, hangup));
+        let after = server.clone();
         server.run(shutdown_signal()).await;
+        // The last requests' lines reach the log before the process ends.
+        if let Some(log) = after.access_log() {
+            log.drain(Duration::from_secs(2)).await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -282,7 +282,8 @@ impl Server {
     /// listeners whose name and bind address are new, and only then swaps each listener's
     /// state for new connections (established ones finish on the state they loaded),
     /// stops the listeners that left the config, and restarts health checks. Any failure
-    /// changes nothing. Backends kept by name, address and weight keep their live state.
+    /// changes nothing. Backends kept by name, address and backup flag keep their live state
+    /// (with the new weight and state).
     pub async fn reload(&self, new: &Config) -> Result<ReloadSummary, ServerError> {
         let _serial = self.inner.reloading.lock().await;
         self.reload_serialized(new).await

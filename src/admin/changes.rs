@@ -45,6 +45,15 @@ pub(super) async fn handle(
     client: SocketAddr,
 ) -> Reply {
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    // What the path names must exist (404); `apply` checks again under the reload lock.
+    let missing = match rest.as_slice() {
+        ["pools", pool, "backends", backend] => missing(server, pool, Some(backend)),
+        ["pools", pool, "backends"] => missing(server, pool, None),
+        _ => None,
+    };
+    if let Some(reason) = missing {
+        return error(StatusCode::NOT_FOUND, &reason);
+    }
     let (what, result) = match (method, rest.as_slice()) {
         (&Method::POST, ["reload"]) => return reload(server, client).await,
         (&Method::PATCH, ["pools", pool, "backends", backend]) => {
@@ -100,6 +109,17 @@ pub(super) async fn handle(
         }
         Err(ApplyError::Refused(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+/// Why the pool (and backend) a path names does not exist, if it does not.
+fn missing(server: &Server, pool: &str, backend: Option<&str>) -> Option<String> {
+    let config = server.config();
+    let Some(p) = config.pools.iter().find(|p| p.name == pool) else {
+        return Some(format!("no pool `{pool}`"));
+    };
+    let backend = backend?;
+    (!p.backends.iter().any(|b| b.name == backend))
+        .then(|| format!("pool `{pool}` has no backend `{backend}`"))
 }
 
 async fn reload(server: &Server, client: SocketAddr) -> Reply {

@@ -131,10 +131,13 @@ fn authorized(req: &Request<Incoming>, server: &Server) -> bool {
     let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_ref()) else {
         return true;
     };
+    // The scheme is case-insensitive (RFC 9110).
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| &v[7..]);
     if let Some(given) = bearer {
         return token_matches(token, given);
     }

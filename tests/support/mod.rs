@@ -832,3 +832,34 @@ pub async fn curl_https(
     args.push(&url);
     run_tool("curl", &args, None).await
 }
+
+/// One plain HTTP/1.1 request to the admin listener at `addr` on a new connection (bounded by
+/// `WAIT`): `Authorization: Bearer TOKEN` when `token` is given, and `body` as JSON when it is
+/// not empty.
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Answer {
+    let tcp = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    Conn::H1(send).send(req).await
+}
