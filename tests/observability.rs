@@ -157,6 +157,62 @@ async fn decisions_list_retries_and_what_least_connections_compared() {
 }
 
 #[tokio::test]
+async fn hashing_decisions_name_the_key_its_home_and_why_the_walk_went_on() {
+    let backends = demo_backends(&["a", "b", "c"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let body = format!(
+        "balancer = \"maglev\"\nhash_key = \"header:x-user\"\n{}",
+        backend_lines(&backends)
+    );
+    let t = start(dir.path(), &config(&cert, &body, true, "")).await;
+    let tls = client_tls(&cert.cert_pem, &["http/1.1"]);
+    let mut conn = connect(t.addr("https"), "localhost", tls).await;
+    let home = conn
+        .get_with("localhost", "/", &[("x-user", "alice")])
+        .await;
+    let d = decision(&home);
+    let hash = terminus::upstream::balancer::key_hash(b"alice");
+    let why = part(&d, "why");
+    assert!(
+        why.starts_with(&format!("hash of header:x-user = {hash:016x} | slot ")),
+        "{d}"
+    );
+    assert!(
+        why.ends_with(&format!(" of 65537 belongs to {}", home.backend())),
+        "{d}"
+    );
+    // The home backend disabled: the walk goes on, and the decision says why.
+    let pool = &t.server.pools()[0];
+    let owner = pool
+        .backends
+        .iter()
+        .find(|b| b.name == home.backend())
+        .unwrap();
+    owner.set_state(BackendState::Disabled);
+    let moved = conn
+        .get_with("localhost", "/", &[("x-user", "alice")])
+        .await;
+    assert_ne!(moved.backend(), home.backend());
+    let d = decision(&moved);
+    assert!(
+        part(&d, "why").ends_with(&format!(
+            "belongs to {}, which cannot take new requests: walked on to {}",
+            home.backend(),
+            moved.backend()
+        )),
+        "{d}"
+    );
+    assert!(part(&d, "skipped").contains(&format!("{}:disabled", home.backend())));
+    let none = conn.get("localhost", "/").await;
+    assert!(
+        part(&decision(&none), "why").starts_with("request has no header:x-user: picked at random"),
+        "{}",
+        decision(&none)
+    );
+}
+
+#[tokio::test]
 async fn the_admin_token_asks_for_a_decision_and_never_reaches_the_backend() {
     let backends = demo_backends(&["a"]).await;
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,8 @@ const KEPT: usize = 300;
 /// One backend at one sample.
 #[derive(Debug, Clone)]
 struct Point {
-    rps: f64,
+    /// `None` on a backend's first sample (no earlier count to compare with).
+    rps: Option<f64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     healthy: bool,
@@ -88,10 +89,10 @@ impl History {
                 let latency = b.stats.latency.snapshot();
                 let (rps, window) = match last.requests.get(&key) {
                     Some((before, lat)) => (
-                        requests.saturating_sub(*before) as f64 / secs,
+                        Some(requests.saturating_sub(*before) as f64 / secs),
                         latency.since(lat),
                     ),
-                    None => (0.0, LatencySnapshot::default()),
+                    None => (None, LatencySnapshot::default()),
                 };
                 sample.backends.insert(
                     key.clone(),
@@ -157,7 +158,7 @@ impl History {
                 BackendSeries {
                     pool: key.0.clone(),
                     backend: key.1.clone(),
-                    rps: points.iter().map(|p| p.map(|p| p.rps)).collect(),
+                    rps: points.iter().map(|p| p.and_then(|p| p.rps)).collect(),
                     p50_ms: points.iter().map(|p| p.and_then(|p| p.p50_ms)).collect(),
                     p99_ms: points.iter().map(|p| p.and_then(|p| p.p99_ms)).collect(),
                     healthy: points.iter().map(|p| p.map(|p| p.healthy)).collect(),

@@ -48,6 +48,33 @@ pub(super) fn first_acceptable(
         .or(Some(first))
 }
 
+/// Says where a key landed (`place`), which backend owns that place (`home`) and, when the
+/// walk went past it, why: for the decision header.
+pub(super) fn describe(
+    backends: &[Arc<Backend>],
+    place: String,
+    home: usize,
+    chosen: Option<usize>,
+) -> String {
+    let name = |i: usize| backends.get(i).map_or("?", |b| b.name.as_str());
+    match chosen {
+        Some(c) if c == home => format!("{place} belongs to {}", name(home)),
+        Some(c) => {
+            let why = match backends.get(home) {
+                Some(b) if !b.is_usable() => "cannot take new requests".to_owned(),
+                Some(b) => format!("is over its bounded load ({} in flight)", b.in_flight()),
+                None => "is unknown".to_owned(),
+            };
+            format!(
+                "{place} belongs to {}, which {why}: walked on to {}",
+                name(home),
+                name(c)
+            )
+        }
+        None => format!("{place} belongs to {}; no backend can take it", name(home)),
+    }
+}
+
 /// The bound `first_acceptable` keeps, for tests: the most requests in flight `b` may have
 /// when `total` are in flight on the usable backends.
 #[cfg(test)]

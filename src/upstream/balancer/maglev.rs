@@ -106,14 +106,40 @@ fn table(backends: &[Arc<Backend>]) -> Vec<u32> {
 
 impl Balancer for Maglev {
     fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext) -> Option<usize> {
+        let start = self.start(ctx)?;
+        self.walk(backends, start)
+    }
+
+    fn pick_traced(
+        &self,
+        backends: &[Arc<Backend>],
+        ctx: &PickContext,
+        trace: &mut Vec<String>,
+    ) -> Option<usize> {
+        let start = self.start(ctx)?;
+        let chosen = self.walk(backends, start);
+        let home = self.table.get(start).map_or(0, |&i| i as usize);
+        let place = format!("slot {start} of {}", self.table.len());
+        trace.push(bounded::describe(backends, place, home, chosen));
+        chosen
+    }
+}
+
+impl Maglev {
+    /// The key's slot (a random one for a request without the key).
+    fn start(&self, ctx: &PickContext) -> Option<usize> {
         let size = self.table.len();
         if size == 0 {
             return None;
         }
-        let start = match ctx.hash {
+        Some(match ctx.hash {
             Some(h) => (h % size as u64) as usize,
             None => fastrand::usize(..size),
-        };
+        })
+    }
+
+    /// The first backend from slot `start` on that may take the request.
+    fn walk(&self, backends: &[Arc<Backend>], start: usize) -> Option<usize> {
         let (head, tail) = self.table.split_at(start);
         let lap = tail.iter().chain(head).map(|&i| i as usize);
         bounded::first_acceptable(backends, self.bounded_load, lap)

@@ -65,15 +65,41 @@ impl RingHash {
 
 impl Balancer for RingHash {
     fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext) -> Option<usize> {
+        let start = self.start(ctx)?;
+        self.walk(backends, start)
+    }
+
+    fn pick_traced(
+        &self,
+        backends: &[Arc<Backend>],
+        ctx: &PickContext,
+        trace: &mut Vec<String>,
+    ) -> Option<usize> {
+        let start = self.start(ctx)?;
+        let chosen = self.walk(backends, start);
+        let home = self.owners.get(start).map_or(0, |&i| i as usize);
+        let place = format!("ring point {start} of {}", self.points.len());
+        trace.push(bounded::describe(backends, place, home, chosen));
+        chosen
+    }
+}
+
+impl RingHash {
+    /// The key's place on the ring: the first point at or after its hash, wrapping past the
+    /// last (a random point for a request without the key).
+    fn start(&self, ctx: &PickContext) -> Option<usize> {
         let len = self.points.len();
         if len == 0 {
             return None;
         }
-        let start = match ctx.hash {
-            // The first point at or after the hash; past the last point the ring wraps.
+        Some(match ctx.hash {
             Some(h) => self.points.partition_point(|&p| p < h) % len,
             None => fastrand::usize(..len),
-        };
+        })
+    }
+
+    /// The first backend clockwise from point `start` that may take the request.
+    fn walk(&self, backends: &[Arc<Backend>], start: usize) -> Option<usize> {
         let (before, after) = self.owners.split_at(start);
         let clockwise = after.iter().chain(before).map(|&i| i as usize);
         bounded::first_acceptable(backends, self.bounded_load, clockwise)
