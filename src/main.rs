@@ -136,14 +136,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(c) => {
-            println!(
-                "{}: valid ({} listeners, {} pools, {} certificates)",
+            // Written, not printed: a reader that stops early (`| head`) is no error.
+            use std::io::Write;
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}: valid ({} listeners, {} pools, {} certificates)\n\n{}",
                 path.display(),
                 c.listeners.len(),
                 c.pools.len(),
-                c.certificates.len()
+                c.certificates.len(),
+                config::summary::summary(&c)
             );
-            print!("\n{}", config::summary::summary(&c));
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -95,6 +95,9 @@ struct Inner {
     /// The admin listener's socket until `run` serves it, and its address.
     admin: Mutex<Option<TcpListener>>,
     admin_addr: Option<SocketAddr>,
+    /// The admin token in force: the latest config's that has one. A reload may change the
+    /// token, never remove it.
+    admin_token: Mutex<Option<config::AdminToken>>,
     /// The config file reloads read (`None`: the embedded default).
     source: Mutex<Option<PathBuf>>,
     started: std::time::SystemTime,
@@ -178,6 +181,7 @@ impl Server {
                 metrics,
                 admin: Mutex::new(admin),
                 admin_addr,
+                admin_token: Mutex::new(config.admin.as_ref().and_then(|a| a.token.clone())),
                 source: Mutex::new(None),
                 started: std::time::SystemTime::now(),
             }),
@@ -202,6 +206,16 @@ impl Server {
     /// Where the admin listener is bound, when the config has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.inner.admin_addr
+    }
+
+    /// The token the admin listener requires: the latest one a config set, so a reload that
+    /// drops `[admin]` or its token never opens the listener.
+    pub fn admin_token(&self) -> Option<config::AdminToken> {
+        self.inner
+            .admin_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// When the server was bound.
@@ -424,6 +438,9 @@ impl Server {
         }
         live.pools = built.pools;
         live.config = Arc::new(new.clone());
+        if let Some(token) = new.admin.as_ref().and_then(|a| a.token.clone()) {
+            *self.inner.admin_token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        }
         live.access_log = access_log;
         live.grace_period = new.grace_period;
         live.watch = new.watch;

@@ -699,6 +699,19 @@ async fn bad_changes_are_refused_with_the_reason_and_change_nothing() {
     assert_refused(admin, &last, &before).await;
     assert_eq!(before["generation"], 2);
     assert_eq!(spread(https, &fx.cert, 3).await, counts(&[("a", 3)]));
+
+    // Nor the last primary: backups alone would never take requests by design.
+    let add = r#"{"name":"spare","address":"127.0.0.1:9","backup":true}"#;
+    let done = change(admin, "POST", "/api/v1/pools/app/backends", add).await;
+    assert_eq!(done["generation"], 3, "{done}");
+    let before = get_json(admin, "/api/v1/pools").await;
+    let last_primary = refused(
+        "DELETE",
+        "/api/v1/pools/app/backends/a",
+        "",
+        "`a` is the last primary backend of pool `app`",
+    );
+    assert_refused(admin, &last_primary, &before).await;
 }
 
 /// 1-based line and column (in bytes: the configs here are ASCII) of `needle` in `text`.
@@ -860,6 +873,40 @@ async fn the_token_guards_the_admin_listener_and_the_query_token_opens_only_the_
         !log.contains(TOKEN) && !log.contains(wrong),
         "tokens must not be logged:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn a_reload_may_change_the_token_but_never_remove_it() {
+    let backends = demo_backends(&["a"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let path = dir.path().join("terminus.toml");
+    let base = one_pool_config(&cert, &round_robin(&backends));
+    let with_token =
+        |t: &str| format!("{base}\n[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"{t}\"\n");
+    std::fs::write(&path, with_token(TOKEN)).unwrap();
+    let t = Process::spawn(&["--config", path.to_str().unwrap(), "--log", "warn"], 2);
+    let admin = t.addrs["admin"];
+    let reload = |token: &'static str| async move {
+        let r = admin_request(admin, "POST", "/api/v1/reload", Some(token), "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    // A new token replaces the old one.
+    let newer = "fedcba9876543210-newer";
+    std::fs::write(&path, with_token(newer)).unwrap();
+    reload(TOKEN).await;
+    assert_unauthorized(admin, "GET", "/api/v1/pools", Some(TOKEN)).await;
+    let ok = admin_request(admin, "GET", "/api/v1/pools", Some(newer), "").await;
+    assert_eq!(ok.status, 200);
+    // A config without [admin] (or without a token) leaves the last token in force.
+    std::fs::write(&path, &base).unwrap();
+    reload(newer).await;
+    assert_unauthorized(admin, "GET", "/api/v1/pools", None).await;
+    std::fs::write(&path, format!("{base}\n[admin]\nbind = \"127.0.0.1:0\"\n")).unwrap();
+    reload(newer).await;
+    assert_unauthorized(admin, "GET", "/metrics", None).await;
+    let ok = admin_request(admin, "GET", "/metrics", Some(newer), "").await;
+    assert_eq!(ok.status, 200);
 }
 
 #[tokio::test]

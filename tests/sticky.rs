@@ -189,3 +189,55 @@ async fn instances_sharing_a_key_honour_each_others_cookies() {
         assert!(set_cookie(&ans).is_some());
     }
 }
+
+#[tokio::test]
+async fn a_generated_key_outlives_reloads_and_admin_changes_while_the_settings_stay() {
+    let backends = demo_backends(&["alpha", "bravo"]).await;
+    let f = fixture(&sticky_pool("round-robin", &backends, "cookie = \"tb\"")).await;
+    let mut conn = f.conn(&["http/1.1"]).await;
+    let first = conn.get("localhost", "/").await;
+    let cookie = set_cookie(&first).unwrap();
+    let server = &f.terminus.server;
+    let sticky_before = server.pools()[0].sticky.clone().unwrap();
+    // An admin API change (a weight) reloads the config: the session holds.
+    server
+        .apply(|c| {
+            c.pools[0].backends[1].weight = 3;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.generation(), 2);
+    let mut conn = f.conn(&["http/1.1"]).await;
+    for _ in 0..5 {
+        let ans = conn
+            .get_with("localhost", "/", &[("cookie", &cookie)])
+            .await;
+        assert_eq!(ans.backend(), first.backend());
+        assert_eq!(set_cookie(&ans), None, "the old cookie still opens");
+    }
+    let sticky_after = server.pools()[0].sticky.clone().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&sticky_before, &sticky_after));
+    // Changed sticky settings make a new cookie (and key): old cookies stop opening.
+    server
+        .apply(|c| {
+            let spec = c.pools[0].sticky.as_mut().unwrap();
+            spec.name = "tb2".into();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mut conn = f.conn(&["http/1.1"]).await;
+    let ans = conn
+        .get_with(
+            "localhost",
+            "/",
+            &[("cookie", &cookie.replace("tb=", "tb2="))],
+        )
+        .await;
+    assert!(
+        set_cookie(&ans).unwrap().starts_with("tb2="),
+        "a new key does not open the old value"
+    );
+    assert_eq!(server.pools()[0].sticky.as_ref().unwrap().rejected(), 1);
+}

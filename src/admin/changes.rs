@@ -265,5 +265,10 @@ fn remove_backend(c: &mut Config, pool: &str, backend: &str) -> Result<(), Strin
             "`{backend}` is the last backend of pool `{pool}`; a pool needs at least one"
         ));
     }
+    if p.backends.iter().all(|b| b.backup) {
+        return Err(format!(
+            "`{backend}` is the last primary backend of pool `{pool}`; a pool needs a backend that is not a backup"
+        ));
+    }
     Ok(())
 }

@@ -127,10 +127,10 @@ async fn route(
 /// Whether the request may use the admin listener: always without a token in the config;
 /// else with `Authorization: Bearer TOKEN`, or, for the dashboard page only, `?token=`.
 fn authorized(req: &Request<Incoming>, server: &Server) -> bool {
-    let config = server.config();
-    let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_ref()) else {
+    let Some(token) = server.admin_token() else {
         return true;
     };
+    let token = &token;
     // The scheme is case-insensitive (RFC 9110).
     let bearer = req
         .headers()

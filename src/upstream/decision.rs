@@ -95,7 +95,11 @@ impl Decision {
         let _ = write!(
             s,
             "listener={listener}; route={route}; pool={pool}; algorithm={}",
-            self.algorithm
+            if self.algorithm.is_empty() {
+                "none"
+            } else {
+                self.algorithm
+            }
         );
         if let Some(sticky) = &self.sticky {
             let _ = write!(s, "; sticky={sticky}");

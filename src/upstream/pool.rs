@@ -35,8 +35,10 @@ pub struct Pool {
     outlier: Option<Detector>,
     /// One connection pool per backend, in the order of `backends`.
     clients: Vec<UpstreamClient>,
-    /// Cookie persistence, when the pool has `[pool.sticky]`.
-    pub sticky: Option<StickyCookie>,
+    /// Cookie persistence, when the pool has `[pool.sticky]`, with the settings that made
+    /// it (a reload with the same settings keeps it, and so its key).
+    pub sticky: Option<Arc<StickyCookie>>,
+    sticky_spec: Option<config::StickyCookieSpec>,
     /// Backend indexes by name, for sticky cookies.
     by_name: HashMap<String, usize>,
     pub retry: config::RetryPolicy,
@@ -90,9 +92,15 @@ impl Pool {
                 Arc::new(backend)
             })
             .collect();
-        let sticky = match &spec.sticky {
-            Some(c) => Some(StickyCookie::new(&spec.name, c)?),
-            None => None,
+        // Unchanged settings keep the cookie, so a generated key survives reloads and admin
+        // API changes and sessions stay where they are.
+        let kept_sticky = previous
+            .filter(|p| p.sticky_spec.is_some() && p.sticky_spec == spec.sticky)
+            .and_then(|p| p.sticky.clone());
+        let sticky = match (&spec.sticky, kept_sticky) {
+            (Some(_), Some(kept)) => Some(kept),
+            (Some(c), None) => Some(Arc::new(StickyCookie::new(&spec.name, c)?)),
+            (None, _) => None,
         };
         let tls = backend_tls(spec)?;
         let by_name = spec
@@ -123,6 +131,7 @@ impl Pool {
             health: spec.health.clone(),
             backends,
             sticky,
+            sticky_spec: spec.sticky.clone(),
             by_name,
             retry: spec.retry,
             proxy_protocol: spec.proxy_protocol,
