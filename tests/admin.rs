@@ -1053,3 +1053,56 @@ async fn history_samples_every_backend_each_second() {
     assert_eq!(l["resumed_total"], 0);
     assert_eq!(l["full_per_s"].as_array().map(Vec::len), Some(times.len()));
 }
+
+#[tokio::test]
+async fn every_exported_metric_is_documented() {
+    let backends = demo_backends(&["a", "b"]).await;
+    let body = format!(
+        "{}\n[pool.sticky]\ncookie = \"tb\"\n",
+        round_robin(&backends)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let log = dir.path().join("access.log");
+    let config = format!(
+        "{}{ADMIN}\n[access_log]\npath = \"{}\"\n",
+        one_pool_config(&cert, &body),
+        log.display()
+    );
+    let t = start(dir.path(), &config).await;
+    let admin = t.server.admin_addr().unwrap();
+    spread(t.addr("https"), &cert, 2).await;
+    // A failed handshake, so that family has a sample too.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(t.addr("https"))
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await;
+    }
+    let m = scrape_with(admin, None).await;
+    let docs = include_str!("../docs/operations.md");
+    let mut names: Vec<&str> =
+        m.0.iter()
+            .map(|s| s.name.as_str())
+            .map(|n| {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| n.strip_suffix(suffix))
+                    .unwrap_or(n)
+            })
+            .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 23, "every family has a sample: {names:?}");
+    let undocumented: Vec<&&str> = names
+        .iter()
+        .filter(|n| !docs.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/operations.md: {undocumented:?}"
+    );
+}

@@ -128,3 +128,33 @@ async fn tls_and_https_checks_pass_on_a_tls_backend() {
         wait_until(|| backend.health().is_healthy()).await;
     }
 }
+
+#[tokio::test]
+async fn each_backend_keeps_its_last_ten_checks_with_the_reason() {
+    let good = demo_backend("good", Duration::ZERO).await;
+    let check = "check = \"http\"\npath = \"/status/200\"\ninterval = \"20ms\"\nrise = 1\nfall = 1";
+    let body = format!(
+        "[pool.health]\n{check}\n{}",
+        backend_lines(&[("good", good), ("bad", closed_port().await)])
+    );
+    let f = fixture(&body).await;
+    let pool = f.terminus.server.pools()[0].clone();
+    let (g, b) = (pool.backends[0].clone(), pool.backends[1].clone());
+    wait_until(|| g.stats.checks().len() == 10 && b.stats.checks().len() == 10).await;
+    let checks = g.stats.checks();
+    assert!(
+        checks.iter().all(|c| c.passed && c.detail == "passed"),
+        "{checks:?}"
+    );
+    assert!(
+        checks.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first: {checks:?}"
+    );
+    let failed = b.stats.checks();
+    assert!(failed.iter().all(|c| !c.passed), "{failed:?}");
+    assert!(
+        failed[0].detail.to_lowercase().contains("refused"),
+        "the reason is kept: {failed:?}"
+    );
+    assert!(g.health().is_healthy() && !b.health().is_healthy());
+}
