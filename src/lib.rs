@@ -2,8 +2,11 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod listener;
 pub mod metrics;

@@ -11,6 +11,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::access_log::{AccessLog, Kind, Record};
+use crate::admission::Admission;
 use crate::config::{AdminToken, IpNet, ListenerProtocol};
 use crate::http::{self, ConnInfo, Router};
 use crate::metrics::{ConnectionGauge, FailureLabels, HandshakeLabels, Metrics};
@@ -24,7 +25,10 @@ pub struct ListenerState {
     pub tls: Option<ServerTls>,
     pub router: Arc<Router>,
     pub tls_handshake_timeout: Duration,
-    pub client_header_timeout: Duration,
+    /// What bounds each HTTP connection (header deadline, send stall, `[limits]`).
+    pub http: http::ConnSettings,
+    /// Longest wait for the next piece of a request body.
+    pub client_body_timeout: Duration,
     /// HTTP after TLS (`Https`, or `Http` without TLS), bytes (`Tcp`), or the TLS stream
     /// itself (`TlsPassthrough`).
     pub protocol: ListenerProtocol,
@@ -59,6 +63,8 @@ impl ListenerState {
             access_log: self.access_log.clone(),
             explain: self.explain,
             admin_token: self.admin_token.clone(),
+            limits: self.http.limits,
+            client_body_timeout: self.client_body_timeout,
         })
     }
 }
@@ -70,21 +76,46 @@ impl ListenerState {
 pub async fn accept_loop(
     listener: TcpListener,
     current: Arc<ArcSwap<ListenerState>>,
+    admission: Arc<Admission>,
     mut shutdown: Watch,
     mut stop: Watch,
 ) {
     loop {
+        // At the connection limit, stop accepting: new clients wait in the kernel's queue.
+        let max = current.load().http.limits.max_connections;
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = async { admission.room(max).await; listener.accept().await } => a,
             _ = shutdown.signalled() => break,
             _ = stop.signalled() => break,
         };
         let state = current.load_full();
         match accepted {
             Ok((stream, client)) => {
+                let per_client = state.http.limits.max_connections_per_client;
+                let Some(admitted) = admission.admit(client.ip(), per_client) else {
+                    // Closed at once: one address may not take the listener for itself.
+                    let labels = FailureLabels {
+                        listener: state.name.clone(),
+                        reason: "per_client_limit",
+                    };
+                    state
+                        .metrics
+                        .connections_refused
+                        .get_or_create(&labels)
+                        .inc();
+                    debug!(listener = %state.name, %client, "connection refused: per-client limit");
+                    drop(stream);
+                    continue;
+                };
                 let span = info_span!("conn", listener = %state.name, client = %client);
                 let watch = shutdown.clone();
-                tokio::spawn(handle(stream, client, state, watch).instrument(span));
+                tokio::spawn(
+                    async move {
+                        handle(stream, client, state, watch).await;
+                        drop(admitted);
+                    }
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -115,7 +146,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
     }
     let Some(server_tls) = &state.tls else {
         let conn = state.conn_info(client, None, None, None);
-        http::serve_connection(stream, false, conn, state.client_header_timeout, watch).await;
+        http::serve_connection(stream, false, conn, &state.http, watch).await;
         return;
     };
     let started = std::time::Instant::now();
@@ -186,7 +217,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<ListenerStat
         .map(|leaf| Arc::new(ClientCert::from_der(leaf)));
     let authority_check = server_tls.authority_check(session.server_name());
     let conn = state.conn_info(client, Some(info), client_cert, authority_check);
-    http::serve_connection(tls, h2, conn, state.client_header_timeout, watch).await;
+    http::serve_connection(tls, h2, conn, &state.http, watch).await;
 }
 
 /// Reads the ClientHello, picks the configuration for this client, and completes the handshake.

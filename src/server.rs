@@ -130,6 +130,8 @@ struct Bound {
     tcp: Option<TcpListener>,
     /// Dropped when the listener leaves the config: its accept loop stops.
     stop: Shutdown,
+    /// Its open connections, counted across reloads.
+    admission: Arc<crate::admission::Admission>,
 }
 
 impl Server {
@@ -439,7 +441,11 @@ impl Server {
         live.pools = built.pools;
         live.config = Arc::new(new.clone());
         if let Some(token) = new.admin.as_ref().and_then(|a| a.token.clone()) {
-            *self.inner.admin_token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+            *self
+                .inner
+                .admin_token
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(token);
         }
         live.access_log = access_log;
         live.grace_period = new.grace_period;
@@ -465,6 +471,7 @@ impl Server {
             tokio::spawn(listener::accept_loop(
                 tcp,
                 b.state.clone(),
+                b.admission.clone(),
                 watch,
                 b.stop.watch(),
             ));
@@ -570,5 +577,6 @@ async fn bind_one(bind: SocketAddr, state: Arc<ListenerState>) -> Result<Bound, 
         state: Arc::new(ArcSwap::new(state)),
         tcp: Some(tcp),
         stop: Shutdown::new(),
+        admission: Arc::default(),
     })
 }

@@ -19,6 +19,26 @@ pub struct FileConfig {
     pub pools: Vec<FilePool>,
     pub admin: Option<FileAdmin>,
     pub access_log: Option<FileAccessLog>,
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// `[limits]`: what one client may ask of terminus.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_uri_bytes: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_client: Option<Spanned<i64>>,
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    pub h2_max_header_list_bytes: Option<Spanned<i64>>,
+    pub h2_max_pending_reset_streams: Option<Spanned<i64>>,
+    pub h2_max_local_error_reset_streams: Option<Spanned<i64>>,
+    pub max_response_header_bytes: Option<Spanned<i64>>,
+    pub max_response_headers: Option<Spanned<i64>>,
 }
 
 /// `[admin]`: the admin listener (metrics, API, dashboard).
@@ -52,6 +72,8 @@ pub struct FileGlobal {
 pub struct FileTimeouts {
     pub tls_handshake: Option<Spanned<String>>,
     pub client_header: Option<Spanned<String>>,
+    pub client_body: Option<Spanned<String>>,
+    pub client_send: Option<Spanned<String>>,
     pub connect: Option<Spanned<String>>,
     pub response: Option<Spanned<String>>,
     pub upstream_idle: Option<Spanned<String>>,

@@ -32,6 +32,7 @@ pub struct Config {
     /// OCSP responses, ticket and cookie key files), as the file watch polls them.
     pub watched_files: Vec<PathBuf>,
     pub timeouts: ClientTimeouts,
+    pub limits: Limits,
     pub certificates: Vec<Certificate>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
@@ -86,6 +87,58 @@ pub struct ClientTimeouts {
     pub tls_handshake: Duration,
     /// For a whole request header block; also how long an idle keep-alive connection stays open.
     pub client_header: Duration,
+    /// Longest wait for the next piece of a request body (408 after it).
+    pub client_body: Duration,
+    /// Longest a write to the client may stay blocked (a client that stops reading); then the
+    /// connection closes.
+    pub client_send: Duration,
+}
+
+/// `[limits]`: what one client may ask of terminus, and what a backend may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's header block, request line included (431 beyond).
+    pub max_header_bytes: usize,
+    /// Header fields in a request (431 beyond).
+    pub max_headers: usize,
+    /// The request target (414 beyond).
+    pub max_uri_bytes: usize,
+    /// A request body (413 beyond); `None`: no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Open connections per listener; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Open connections per client address and listener; more are closed at once.
+    pub max_connections_per_client: Option<usize>,
+    pub h2_max_concurrent_streams: u32,
+    /// Decoded (HPACK) size of one header list, CONTINUATION frames included.
+    pub h2_max_header_list_bytes: u32,
+    /// Streams a client may reset before terminus has served them (rapid reset); beyond it,
+    /// GOAWAY (ENHANCE_YOUR_CALM) and the connection closes.
+    pub h2_max_pending_reset_streams: usize,
+    /// Streams terminus may reset because of the client's protocol errors, per connection.
+    pub h2_max_local_error_reset_streams: usize,
+    /// A backend's response header block and field count (502 beyond).
+    pub max_response_header_bytes: usize,
+    pub max_response_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: None,
+            max_connections: 20_000,
+            max_connections_per_client: None,
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_bytes: 64 * 1024,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
+            max_response_header_bytes: 64 * 1024,
+            max_response_headers: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +378,9 @@ pub struct Pool {
     /// A PROXY protocol header sent first on each connection (tcp and tls-passthrough
     /// listeners); `None`: none.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `[limits]`' bounds on a backend's response header block (502 beyond).
+    pub max_response_header_bytes: usize,
+    pub max_response_headers: usize,
 }
 
 /// How a pool speaks TLS to its backends.

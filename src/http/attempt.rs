@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use super::framing;
 use super::rewrite;
 use crate::upstream::decision::Decision;
 use crate::upstream::pool::Picked;
 use crate::upstream::replay::ReplayBody;
-use crate::upstream::{Backend, InFlight, Outcome, Pool};
+use crate::upstream::{Backend, InFlight, Outcome, Pool, UpstreamError};
 
 /// A backend's answer, with what the client's response needs from the attempt that got it.
 pub struct Sent {
@@ -84,7 +85,19 @@ pub async fn send_with_retries(
         };
         let in_flight = backend.start();
         let started = Instant::now();
-        let (sent, connect) = client.send_timed(req).await;
+        let (mut sent, connect) = client.send_timed(req).await;
+        if let Some(broken) = framing::check_response(&mut sent) {
+            // Dropping the unread response closes its connection: nothing after it is read.
+            drop((sent, in_flight));
+            if broken.by_backend {
+                backend.stats.failed();
+                pool.report(backend, Outcome::Reset);
+            }
+            tried.push(id(backend));
+            let status = broken.status();
+            warn!(pool = %pool.name, backend = %backend.name, why = %broken.violation, status = status.as_u16(), "ambiguous framing");
+            return Err(failed(status, broken.reason(), backend, &tried));
+        }
         let err = match sent {
             Ok(response) => {
                 let ttfb = started.elapsed();
@@ -104,6 +117,11 @@ pub async fn send_with_retries(
             Err(e) => e,
         };
         drop(in_flight);
+        if let UpstreamError::ClientBody(why) = &err {
+            // The client's fault, not the backend's: no failure counted, no retry.
+            debug!(pool = %pool.name, reason = %why, "request body refused");
+            return Err(failed(why.status(), why.reason(), backend, &tried));
+        }
         backend.stats.failed();
         if let Some(d) = trace.as_deref_mut() {
             d.attempts

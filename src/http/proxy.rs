@@ -14,6 +14,7 @@ use super::attempt;
 use super::body::ProxyBody;
 use super::error::error_response;
 use super::exchange::{Exchange, Finish};
+use super::framing;
 use super::headers;
 use super::request_key::{request_hash, request_host};
 use super::rewrite;
@@ -48,6 +49,9 @@ pub struct ConnInfo {
     pub explain: bool,
     /// A request carrying it in `x-terminus-explain` gets `x-terminus-decision`.
     pub admin_token: Option<AdminToken>,
+    pub limits: crate::config::Limits,
+    /// Longest wait for the next piece of a request body (408 after it).
+    pub client_body_timeout: std::time::Duration,
 }
 
 /// The request header that asks for an explanation (its value: the admin token).
@@ -99,6 +103,26 @@ fn attach(mut resp: Response<ProxyBody>, finish: Option<Finish>) -> Response<Pro
     resp
 }
 
+/// 414 for a request target longer than `max_uri_bytes`; 413 for a declared body longer than
+/// `max_body_bytes` (a chunked body is counted as it streams).
+fn over_limits(req: &Request<Incoming>, limits: &crate::config::Limits) -> Option<StatusCode> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > limits.max_uri_bytes {
+        debug!(length = target, "414: request target too long");
+        return Some(StatusCode::URI_TOO_LONG);
+    }
+    let max = limits.max_body_bytes?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (declared > max).then(|| {
+        debug!(declared, max, "413: request body too large");
+        StatusCode::PAYLOAD_TOO_LARGE
+    })
+}
+
 /// Whether this request's response carries the decision header: the listener says so, or
 /// the request carries the admin token (compared in constant time).
 fn wants_explanation(req: &Request<Incoming>, conn: &ConnInfo) -> bool {
@@ -126,6 +150,25 @@ async fn forward(
             x.termination = Some("misdirected");
             return (error_response(StatusCode::MISDIRECTED_REQUEST), explain);
         }
+    }
+    let version = req.version();
+    if let Err(why) = framing::check_request(version, req.headers_mut()) {
+        warn!(%why, "400: ambiguous request framing");
+        x.termination = Some("bad_framing");
+        let mut resp = error_response(StatusCode::BAD_REQUEST);
+        framing::close_after(&mut resp, version);
+        return (resp, explain);
+    }
+    if let Some(status) = over_limits(&req, &conn.limits) {
+        x.termination = Some(if status == StatusCode::URI_TOO_LONG {
+            "uri_too_long"
+        } else {
+            "body_too_large"
+        });
+        // The unread rest of the request could be taken for the next one: close.
+        let mut resp = error_response(status);
+        framing::close_after(&mut resp, version);
+        return (resp, explain);
     }
     let Some(route) = conn.router.route(request_host(&req), req.uri().path()) else {
         debug!(path = req.uri().path(), "404: no route");
@@ -172,17 +215,23 @@ async fn forward(
         }
     };
     let client_upgrade = client_upgrade.filter(|_| upgrade);
-    let body = ReplayBody::new(body);
+    let body = ReplayBody::new(body, conn.limits.max_body_bytes, conn.client_body_timeout);
     x.body_in = Some(body.meter());
     pool.retry_budget.record_request();
     let sent =
         match attempt::send_with_retries(&pool, &parts, &body, picked, explain.as_mut()).await {
             Ok(sent) => sent,
             Err(failed) => {
-                x.backend = Some(Arc::from(failed.backend.name.as_str()));
+                x.backend = Some(failed.backend.label.clone());
+                x.backend_index = pool.index_of(&failed.backend);
                 x.retries = failed.retries;
                 x.termination = Some(failed.reason);
-                return (error_response(failed.status), explain);
+                let mut resp = error_response(failed.status);
+                if matches!(failed.reason, "body_too_large" | "client_body_timeout") {
+                    // The unread rest of the body could be taken for the next request.
+                    framing::close_after(&mut resp, version);
+                }
+                return (resp, explain);
             }
         };
     x.backend = Some(sent.backend.label.clone());

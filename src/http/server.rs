@@ -11,21 +11,35 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::proxy::{self, ConnInfo};
+use super::stall::StallGuard;
+use crate::config::Limits;
 use crate::shutdown::Watch;
 
+/// What bounds one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    /// For a whole request header block, and for an idle keep-alive connection.
+    pub header_timeout: Duration,
+    /// Longest a write to the client may stay blocked.
+    pub send_timeout: Duration,
+    pub limits: Limits,
+}
+
 /// Serves HTTP on `io` until the client closes or shutdown ends the connection. The protocol
-/// is fixed up front, never sniffed from the bytes: HTTP/2 only when `h2` is true.
+/// is fixed up front, never sniffed from the bytes: HTTP/2 only when `h2` is true. Every
+/// limit is set explicitly here rather than left to hyper's defaults.
 pub async fn serve_connection<IO>(
     io: IO,
     h2: bool,
     conn: Arc<ConnInfo>,
-    header_timeout: Duration,
+    settings: &ConnSettings,
     mut shutdown: Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| proxy::handle(req, conn.clone()));
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(StallGuard::new(io, settings.send_timeout));
+    let limits = &settings.limits;
     // Both arms run the same select: serve until done, or start a graceful close on shutdown
     // and keep polling until the connection has finished.
     macro_rules! serve {
@@ -43,13 +57,27 @@ pub async fn serve_connection<IO>(
     }
     let result = if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            // HPACK-decoded size of a header list; also bounds CONTINUATION floods.
+            .max_header_list_size(limits.h2_max_header_list_bytes)
+            // Rapid reset (CVE-2023-44487) and reset floods: GOAWAY beyond these.
+            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            // Bounds what a stream may buffer for a client that does not read.
+            .max_send_buf_size(1024 * 1024);
         serve!(builder.serve_connection(io, service))
     } else {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(settings.header_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            // The read buffer must hold a whole header block; the default 400 KiB is plenty
+            // unless `max_header_bytes` asks for more.
+            .max_buf_size(limits.max_header_bytes.max(400 * 1024) + 8192)
             .keep_alive(true);
         serve!(builder.serve_connection(io, service).with_upgrades())
     };

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub connections: Family<ListenerLabels, Counter>,
     pub handshakes: Family<HandshakeLabels, Counter>,
     pub handshake_failures: Family<FailureLabels, Counter>,
+    /// Connections closed at accept, by listener and reason.
+    pub connections_refused: Family<FailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -95,6 +97,11 @@ impl Metrics {
             "terminus_tls_handshakes",
             "TLS handshakes completed, by listener, version, cipher suite and full or resumed",
             self.handshakes.clone(),
+        );
+        registry.register(
+            "terminus_connections_refused",
+            "Client connections closed as soon as they were accepted, by listener and reason",
+            self.connections_refused.clone(),
         );
         registry.register(
             "terminus_tls_handshake_failures",

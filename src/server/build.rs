@@ -83,7 +83,12 @@ pub(super) fn build(
             tls: server_tls,
             router: Arc::new(router),
             tls_handshake_timeout: config.timeouts.tls_handshake,
-            client_header_timeout: config.timeouts.client_header,
+            http: crate::http::ConnSettings {
+                header_timeout: config.timeouts.client_header,
+                send_timeout: config.timeouts.client_send,
+                limits: config.limits,
+            },
+            client_body_timeout: config.timeouts.client_body,
             protocol: l.protocol,
             accept_proxy_protocol: l.accept_proxy_protocol.clone(),
             metrics: shared.metrics.clone(),

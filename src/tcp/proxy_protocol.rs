@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use ppp::v2;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 use crate::config::{IpNet, ProxyProtocol};
@@ -46,7 +46,7 @@ pub async fn accept(
 }
 
 /// Reads exactly one header (v1 or v2) and nothing after it, so the stream goes on as sent.
-async fn read_header(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+pub async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Vec<u8>> {
     // 12 bytes: a v2 signature, or the start of a v1 line (at least 15 bytes long).
     let mut buf = vec![0u8; 12];
     stream.read_exact(&mut buf).await?;

@@ -107,6 +107,9 @@ pub enum UpstreamError {
     Tls(String),
     #[error("request to the backend failed: {0}")]
     Other(String),
+    /// The client's body broke the rules (too large, too slow): the client's fault.
+    #[error("{0}")]
+    ClientBody(super::replay::ClientBodyError),
 }
 
 impl UpstreamError {
@@ -122,6 +125,7 @@ impl UpstreamError {
             Self::Connect(_) => "upstream_connect_error",
             Self::Tls(_) => "upstream_tls",
             Self::Other(_) => "upstream_error",
+            Self::ClientBody(e) => e.reason(),
         }
     }
 
@@ -129,6 +133,7 @@ impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::ConnectTimeout | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ClientBody(e) => e.status(),
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -158,6 +163,9 @@ impl UpstreamError {
     fn classify(err: &hyper_util::client::legacy::Error) -> Self {
         let mut source = err.source();
         while let Some(s) = source {
+            if let Some(e) = s.downcast_ref::<super::replay::ClientBodyError>() {
+                return Self::ClientBody(*e);
+            }
             if let Some(tls) = s.downcast_ref::<TlsHandshakeError>() {
                 return Self::Tls(tls.0.clone());
             }
@@ -223,7 +231,13 @@ impl UpstreamClient {
             .pool_idle_timeout(pool.timeouts.upstream_idle)
             .pool_max_idle_per_host(pool.max_idle_per_backend)
             // The client's Host header is forwarded as it came; never make one up.
-            .set_host(false);
+            .set_host(false)
+            // A response head must fit the read buffer: a larger one is an error (502).
+            .http1_max_buf_size(pool.max_response_header_bytes.max(8192))
+            .http1_max_headers(pool.max_response_headers)
+            .http2_max_header_list_size(
+                u32::try_from(pool.max_response_header_bytes).unwrap_or(u32::MAX),
+            );
         if pool.protocol == UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }

@@ -57,7 +57,7 @@ impl Outcome {
                 Self::Reset
             }
             UpstreamError::ResponseTimeout(_) => Self::Timeout,
-            UpstreamError::Other(_) => return None,
+            UpstreamError::Other(_) | UpstreamError::ClientBody(_) => return None,
         })
     }
 

@@ -115,14 +115,21 @@ impl Validator<'_> {
         let timeouts = ClientTimeouts {
             tls_handshake: self.duration(&t.tls_handshake, Duration::from_secs(10)),
             client_header: self.duration(&t.client_header, Duration::from_secs(30)),
+            client_body: self.duration(&t.client_body, Duration::from_secs(60)),
+            client_send: self.duration(&t.client_send, Duration::from_secs(60)),
         };
+        let limits = self.limits(&f.limits);
         let upstream = UpstreamTimeouts {
             connect: self.duration(&t.connect, Duration::from_secs(5)),
             response: self.duration(&t.response, Duration::from_secs(60)),
             upstream_idle: self.duration(&t.upstream_idle, Duration::from_secs(90)),
         };
         let certificates = self.certificates(&f.certificates);
-        let pools = self.pools(&f.pools, upstream);
+        let mut pools = self.pools(&f.pools, upstream);
+        for p in &mut pools {
+            p.max_response_header_bytes = limits.max_response_header_bytes;
+            p.max_response_headers = limits.max_response_headers;
+        }
         let pool_names: Vec<&str> = f.pools.iter().map(|p| p.name.get_ref().as_str()).collect();
         let cert_names: Vec<&str> = f
             .certificates
@@ -149,6 +156,7 @@ impl Validator<'_> {
             watch,
             watched_files,
             timeouts,
+            limits,
             certificates: certificates.into_iter().collect::<Option<Vec<_>>>()?,
             listeners,
             pools,

@@ -115,3 +115,104 @@ impl Validator<'_> {
         }
     }
 }
+
+impl Validator<'_> {
+    /// `[limits]`, each key within a range that keeps terminus safe and useful.
+    pub(super) fn limits(&mut self, f: &FileLimits) -> Limits {
+        let d = Limits::default();
+        let mut n =
+            |v: &Option<toml::Spanned<i64>>, min: i64, max: i64, key: &str, default: u64| {
+                v.as_ref()
+                    .and_then(|v| self.int_in(v, min, max, key))
+                    .map_or(default, |n| n as u64)
+            };
+        const MIB: i64 = 1024 * 1024;
+        let max_body_bytes = f
+            .max_body_bytes
+            .is_some()
+            .then(|| n(&f.max_body_bytes, 1, i64::MAX, "max_body_bytes", 0));
+        let per_client = f.max_connections_per_client.is_some().then(|| {
+            n(
+                &f.max_connections_per_client,
+                1,
+                1_000_000,
+                "max_connections_per_client",
+                0,
+            ) as usize
+        });
+        Limits {
+            max_header_bytes: n(
+                &f.max_header_bytes,
+                1024,
+                16 * MIB,
+                "max_header_bytes",
+                d.max_header_bytes as u64,
+            ) as usize,
+            max_headers: n(
+                &f.max_headers,
+                8,
+                10_000,
+                "max_headers",
+                d.max_headers as u64,
+            ) as usize,
+            max_uri_bytes: n(
+                &f.max_uri_bytes,
+                64,
+                MIB,
+                "max_uri_bytes",
+                d.max_uri_bytes as u64,
+            ) as usize,
+            max_body_bytes,
+            max_connections: n(
+                &f.max_connections,
+                1,
+                10_000_000,
+                "max_connections",
+                d.max_connections as u64,
+            ) as usize,
+            max_connections_per_client: per_client,
+            h2_max_concurrent_streams: n(
+                &f.h2_max_concurrent_streams,
+                1,
+                10_000,
+                "h2_max_concurrent_streams",
+                u64::from(d.h2_max_concurrent_streams),
+            ) as u32,
+            h2_max_header_list_bytes: n(
+                &f.h2_max_header_list_bytes,
+                1024,
+                16 * MIB,
+                "h2_max_header_list_bytes",
+                u64::from(d.h2_max_header_list_bytes),
+            ) as u32,
+            h2_max_pending_reset_streams: n(
+                &f.h2_max_pending_reset_streams,
+                1,
+                100_000,
+                "h2_max_pending_reset_streams",
+                d.h2_max_pending_reset_streams as u64,
+            ) as usize,
+            h2_max_local_error_reset_streams: n(
+                &f.h2_max_local_error_reset_streams,
+                1,
+                1_000_000,
+                "h2_max_local_error_reset_streams",
+                d.h2_max_local_error_reset_streams as u64,
+            ) as usize,
+            max_response_header_bytes: n(
+                &f.max_response_header_bytes,
+                8192,
+                16 * MIB,
+                "max_response_header_bytes",
+                d.max_response_header_bytes as u64,
+            ) as usize,
+            max_response_headers: n(
+                &f.max_response_headers,
+                8,
+                10_000,
+                "max_response_headers",
+                d.max_response_headers as u64,
+            ) as usize,
+        }
+    }
+}

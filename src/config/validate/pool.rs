@@ -96,6 +96,9 @@ impl Validator<'_> {
                 budget_floor: self.int_or(&p.retry.budget_floor, 0, 10_000, "budget_floor", 10),
             },
             tls: (p.tls.as_ref()).and_then(|t| self.upstream_tls(t, protocol, p.name.span())),
+            // Set from `[limits]` once it is read.
+            max_response_header_bytes: Limits::default().max_response_header_bytes,
+            max_response_headers: Limits::default().max_response_headers,
         }
     }
 

@@ -1,0 +1,438 @@
+//! Limits and slow or abusive clients, with real sockets: oversized heads and bodies get
+//! 431/414/413, a backend's oversized head a 502; a slowloris client is cut at the header
+//! deadline, a stalled body at the body timeout and a client that stops reading at the send
+//! timeout, while a normal client keeps being served; per-listener and per-address connection
+//! limits hold without affecting others.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// A plain-HTTP listener "http" in front of `backends`, with `[limits]`/`[timeouts]` lines.
+fn plain_config(backends: &[(&str, SocketAddr)], limits: &str, timeouts: &str) -> String {
+    format!(
+        r#"
+[global]
+grace_period = "1s"
+
+[timeouts]
+connect = "1s"
+response = "5s"
+{timeouts}
+
+[limits]
+{limits}
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  pool = "app"
+
+[[pool]]
+name = "app"
+{}
+"#,
+        backend_lines(backends)
+    )
+}
+
+/// Sends `request` on a new connection and reads until the server closes it or `wait`
+/// passes; returns what came back.
+async fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// A backend that counts the requests that reach it and answers each with `Hello`.
+async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            use http_body_util::BodyExt;
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"Hello")),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn oversized_heads_and_bodies_are_refused_before_the_backend() {
+    let (backend, seen) = counting_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits =
+        "max_header_bytes = 4096\nmax_headers = 20\nmax_uri_bytes = 256\nmax_body_bytes = 1000";
+    let t = start(dir.path(), &plain_config(&[("b", backend)], limits, "")).await;
+    let addr = t.addr("http");
+    let wait = Duration::from_secs(5);
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let many: String = (0..25).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(300));
+    let big_body = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n{}",
+        "b".repeat(1001)
+    );
+    let cases: [(&str, &str, u16); 4] = [
+        ("a 5000-byte header", &big_header, 431),
+        ("25 header fields", &many, 431),
+        ("a 301-byte target", &long_uri, 414),
+        ("a declared 1001-byte body", &big_body, 413),
+    ];
+    for (what, request, want) in cases {
+        let answer = exchange(addr, request.as_bytes(), wait).await;
+        assert_eq!(status_of(&answer), want, "{what}: {answer}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "none reached the backend");
+
+    // A chunked body is counted as it streams: over the limit, 413.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(format!("190\r\n{}\r\n", "c".repeat(400)).as_bytes())
+            .await
+            .unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&answer), 413, "{answer}");
+
+    // Within the limits, requests pass.
+    let body = "d".repeat(1000);
+    let answer = exchange(
+        addr,
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{body}"
+        )
+        .as_bytes(),
+        wait,
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}
+
+#[tokio::test]
+async fn a_backends_oversized_head_is_a_502() {
+    // A backend whose response head is 20 000 bytes of headers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                    "z".repeat(20_000)
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("b", backend)], "max_response_header_bytes = 8192", ""),
+    )
+    .await;
+    let answer = exchange(
+        t.addr("http"),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&answer), 502, "{answer}");
+}
+
+/// Sends GETs one after another on one keep-alive connection for `during`; how many were
+/// answered 200, and the slowest.
+async fn steady_client(addr: SocketAddr, during: Duration) -> (usize, Duration) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut ok, mut slowest) = (0, Duration::ZERO);
+    let end = Instant::now() + during;
+    let mut buf = vec![0u8; 4096];
+    while Instant::now() < end {
+        let started = Instant::now();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.windows(5).any(|w| w == b"Hello") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "terminus closed a well-behaved client");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        ok += 1;
+        slowest = slowest.max(started.elapsed());
+    }
+    (ok, slowest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_at_the_header_deadline_while_others_are_served() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("a", backend)], "", "client_header = \"600ms\""),
+    )
+    .await;
+    let addr = t.addr("http");
+    let normal = tokio::spawn(steady_client(addr, Duration::from_millis(1500)));
+    // Ten slowloris clients, each trickling a byte every 50 ms: active, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let started = Instant::now();
+            let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            for byte in head.iter().cycle().take(200) {
+                if s.write_all(&[*byte]).await.is_err() {
+                    return started.elapsed();
+                }
+                // A closed connection shows as a read of 0 (or an error) while we trickle.
+                let mut probe = [0u8; 64];
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(50), s.read(&mut probe)).await
+                {
+                    let _ = n;
+                    return started.elapsed();
+                }
+            }
+            panic!("a slowloris client was never cut off");
+        }));
+    }
+    for c in slow {
+        let lived = c.await.unwrap();
+        assert!(
+            lived >= Duration::from_millis(550) && lived < Duration::from_millis(3000),
+            "cut after {lived:?}, expected about 600 ms"
+        );
+    }
+    let (served, slowest) = normal.await.unwrap();
+    assert!(served > 20, "the normal client got only {served} answers");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest answer {slowest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let (backend, _) = counting_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("b", backend)], "", "client_body = \"300ms\""),
+    )
+    .await;
+    let mut s = TcpStream::connect(t.addr("http")).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let pool = &t.server.pools()[0];
+    assert_eq!(
+        pool.backends[0].stats.responses()[5],
+        0,
+        "the client's stall is not counted against the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("a", backend)], "", "client_send = \"500ms\""),
+    )
+    .await;
+    let addr = t.addr("http");
+    let normal = tokio::spawn(steady_client(addr, Duration::from_millis(1200)));
+    // Asks for 200 MB and reads nothing: buffers fill, writes block.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(b"GET /bytes/200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let pool = t.server.pools()[0].clone();
+    let backend_state = pool.backends[0].clone();
+    wait_until(|| backend_state.in_flight() >= 1).await;
+    // Once the send timeout fires terminus drops the response: the backend's request ends.
+    let started = Instant::now();
+    wait_until(|| backend_state.in_flight() == 0).await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Reading now finds the connection closed before 200 MB arrived.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("the stalled connection was not closed"),
+        }
+    }
+    assert!(total < 200_000_000, "read {total} bytes");
+    let (served, _) = normal.await.unwrap();
+    assert!(served > 20, "the normal client got only {served} answers");
+}
+
+/// A connection to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Whether a GET on `s` is answered 200 (false when the connection was closed).
+async fn answered(s: &mut TcpStream) -> bool {
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => buf.starts_with(b"HTTP/1.1 200"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn one_address_past_its_limit_is_refused_and_others_are_not() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("a", backend)], "max_connections_per_client = 3", ""),
+    )
+    .await;
+    let addr = t.addr("http");
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        assert!(answered(&mut s).await);
+        mine.push(s);
+    }
+    let mut fourth = connect_from("127.0.0.1", addr).await;
+    assert!(
+        !answered(&mut fourth).await,
+        "a fourth from 127.0.0.1 is closed"
+    );
+    // Another address is unaffected.
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.2", addr).await;
+        assert!(answered(&mut s).await, "127.0.0.2 is served");
+        mine.push(s);
+    }
+    // The refusal is counted; a closed connection frees a place.
+    let refused = terminus::metrics::FailureLabels {
+        listener: "http".into(),
+        reason: "per_client_limit",
+    };
+    let metrics = t.server.metrics();
+    assert_eq!(metrics.connections_refused.get_or_create(&refused).get(), 1);
+    drop(mine.remove(0));
+    let mut again = None;
+    for _ in 0..100 {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        if answered(&mut s).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some(), "a place freed up for 127.0.0.1");
+}
+
+#[tokio::test]
+async fn at_the_listener_limit_new_clients_wait_until_a_place_frees() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(
+        dir.path(),
+        &plain_config(&[("a", backend)], "max_connections = 2", ""),
+    )
+    .await;
+    let addr = t.addr("http");
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    assert!(answered(&mut first).await && answered(&mut second).await);
+    // The third is accepted by the kernel but not served while two are open.
+    let third = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        assert!(answered(&mut s).await);
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served past the limit");
+    drop(first);
+    let waited = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(answered(&mut second).await);
+}
