@@ -436,3 +436,62 @@ async fn at_the_listener_limit_new_clients_wait_until_a_place_frees() {
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(answered(&mut second).await);
 }
+
+/// Opens an HTTP/2 connection over TLS to the fixture's "https" listener.
+async fn h2_client(
+    f: &Fixture,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(f.terminus.addr("https")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&f.cert.cert_pem, &["h2"]));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_resetting_streams_in_a_loop_gets_goaway_and_others_do_not() {
+    let backend = demo_backend("a", Duration::from_millis(20)).await;
+    let f = fixture(&backend_lines(&[("a", backend)])).await;
+    let (mut abuser, conn) = h2_client(&f).await;
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        let req = http::Request::get("https://localhost/").body(()).unwrap();
+        match tokio::time::timeout(WAIT, abuser.ready()).await.unwrap() {
+            Ok(ready) => abuser = ready,
+            Err(_) => break,
+        }
+        let Ok((_, mut stream)) = abuser.send_request(req, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the connection ended");
+    let err = ended.unwrap().expect_err("closed with an error");
+    assert_eq!(
+        err.reason(),
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "GOAWAY reason after {sent} resets: {err}"
+    );
+    assert!(err.is_go_away() && err.is_remote(), "{err:?}");
+    assert!(
+        sent < 10_000,
+        "cut off before the loop ended ({sent} streams)"
+    );
+
+    // A well-behaved HTTP/2 client on another connection is served.
+    let (mut good, _conn) = h2_client(&f).await;
+    for _ in 0..10 {
+        good = good.ready().await.unwrap();
+        let req = http::Request::get("https://localhost/").body(()).unwrap();
+        let (resp, _) = good.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
