@@ -262,11 +262,19 @@ pub struct GeneratedPem {
 
 /// Generates an ECDSA P-256 self-signed certificate for `names` (DNS names or IP addresses).
 pub fn generate_self_signed(names: &[String]) -> Result<GeneratedPem, CertError> {
-    let certified = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| CertError::Generate(e.to_string()))?;
+    let gen = |e: rcgen::Error| CertError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(gen)?;
+    // Valid from an hour ago (clocks differ) for 89 days: within what Mozilla's modern profile
+    // allows (90), so TLS scanners judge the policy, not a centuries-long test certificate. A
+    // reload or restart makes a new one.
+    let now = x509_parser::time::ASN1Time::now().to_datetime();
+    params.not_before = now - std::time::Duration::from_secs(3600);
+    params.not_after = now + std::time::Duration::from_secs(89 * 86_400);
+    let key = rcgen::KeyPair::generate().map_err(gen)?;
+    let cert = params.self_signed(&key).map_err(gen)?;
     Ok(GeneratedPem {
-        cert_pem: certified.cert.pem(),
-        key_pem: certified.key_pair.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     })
 }
 

@@ -101,9 +101,13 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
         let candidates = self.candidates(hello.server_name());
+        // None of the candidates' keys fits the client (e.g. it offered only suites or
+        // signature schemes we lack): serve the best one anyway, so rustls refuses the
+        // handshake with handshake_failure rather than access_denied.
         candidates
             .iter()
             .find(|k| k.key.choose_scheme(schemes).is_some())
+            .or_else(|| candidates.first())
             .cloned()
     }
 }
