@@ -754,3 +754,33 @@ async fn ocsp_response_is_stapled_for_clients_that_ask() {
     let out = s_client(t.addr("https"), &["-servername", "app.test"]).await;
     assert!(!out.all().contains("OCSP"), "{}", out.all());
 }
+
+#[tokio::test]
+async fn a_client_with_nothing_in_common_gets_handshake_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "app", &["app.test"]);
+    let backend = demo_backend("app", Duration::ZERO).await;
+    let t = start(
+        dir.path(),
+        &config(&[("app", &cert)], &[("https", "")], backend),
+    )
+    .await;
+    let addr = t.addr("https");
+    // A TLS 1.3 suite terminus lacks, and TLS 1.2 RSA suites to an ECDSA-only listener.
+    let cases: [&[&str]; 2] = [
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"],
+        &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+    ];
+    for extra in cases {
+        let mut args = vec!["-servername", "app.test"];
+        args.extend_from_slice(extra);
+        let out = s_client(addr, &args).await;
+        assert!(!out.ok(), "{extra:?} must fail:\n{}", out.all());
+        assert!(
+            out.all().contains("handshake failure"),
+            "{extra:?}: the alert should be handshake_failure:\n{}",
+            out.all()
+        );
+        assert!(!out.all().contains("access denied"), "{}", out.all());
+    }
+}
