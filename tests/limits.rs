@@ -495,3 +495,42 @@ async fn an_h2_client_resetting_streams_in_a_loop_gets_goaway_and_others_do_not(
         assert_eq!(resp.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_ends_is_cut_at_its_deadline() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let config = one_pool_config(&cert, &backend_lines(&[("a", backend)])).replacen(
+        "[timeouts]\n",
+        "[timeouts]\ntls_handshake = \"500ms\"\n",
+        1,
+    );
+    let t = start(dir.path(), &config).await;
+    // Half a ClientHello record header, then silence.
+    let mut s = TcpStream::connect(t.addr("https")).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, not answered: {read:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let labels = terminus::metrics::FailureLabels {
+        listener: "https".into(),
+        reason: "timeout",
+    };
+    let failures = t
+        .server
+        .metrics()
+        .handshake_failures
+        .get_or_create(&labels)
+        .get();
+    assert_eq!(failures, 1);
+}
