@@ -86,7 +86,7 @@ pub async fn send_with_retries(
         let in_flight = backend.start();
         let started = Instant::now();
         let (mut sent, connect) = client.send_timed(req).await;
-        if let Some(broken) = framing::check_response(&mut sent) {
+        if let Some(broken) = framing::check_attempt(&mut sent) {
             // Dropping the unread response closes its connection: nothing after it is read.
             drop((sent, in_flight));
             if broken.by_backend {

@@ -128,7 +128,7 @@ impl Broken {
 /// parser refused for its framing, or a client body whose chunked framing broke while it was
 /// being sent. A good response has its Content-Length written back as one value; other
 /// failures pass for the caller.
-pub fn check_response<B>(sent: &mut Result<Response<B>, UpstreamError>) -> Option<Broken> {
+pub fn check_attempt<B>(sent: &mut Result<Response<B>, UpstreamError>) -> Option<Broken> {
     let backend = |violation| Broken {
         violation,
         by_backend: true,
@@ -247,7 +247,9 @@ pub fn close_after<B>(resp: &mut Response<B>, version: Version) {
 mod tests {
     use super::*;
 
-    fn head(fields: &[(&str, &str)]) -> HeaderMap {
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+
+    fn head(fields: Fields) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (name, value) in fields {
             h.append(
@@ -258,7 +260,7 @@ mod tests {
         h
     }
 
-    fn request(version: Version, fields: &[(&str, &str)]) -> Result<HeaderMap, Violation> {
+    fn request(version: Version, fields: Fields) -> Result<HeaderMap, Violation> {
         let mut h = head(fields);
         check_request(version, &mut h).map(|()| h)
     }
@@ -267,7 +269,7 @@ mod tests {
     fn http1_requests_carry_one_length_or_one_chunked() {
         use Violation::*;
         let v11 = Version::HTTP_11;
-        let cases: &[(&[(&str, &str)], Result<(), Violation>)] = &[
+        let cases: &[(Fields, Result<(), Violation>)] = &[
             (&[("content-length", "5")], Ok(())),
             (&[("transfer-encoding", "ChUnKeD")], Ok(())),
             (
@@ -325,7 +327,7 @@ mod tests {
         assert!(request(v2, &[("te", "trailers"), ("content-length", "3")]).is_ok());
     }
 
-    fn response(fields: &[(&str, &str)]) -> Result<Response<()>, UpstreamError> {
+    fn response(fields: Fields) -> Result<Response<()>, UpstreamError> {
         let mut resp = Response::new(());
         *resp.headers_mut() = head(fields);
         Ok(resp)
@@ -334,7 +336,7 @@ mod tests {
     #[test]
     fn responses_with_two_readings_are_refused() {
         let mut same = response(&[("content-length", "4"), ("content-length", "4, 4")]);
-        assert!(check_response(&mut same).is_none());
+        assert!(check_attempt(&mut same).is_none());
         let same = same.unwrap();
         assert_eq!(same.headers().get_all("content-length").iter().count(), 1);
         for fields in [
@@ -343,23 +345,20 @@ mod tests {
             &[("transfer-encoding", "xchunked")],
             &[("transfer-encoding", "gzip, chunked")],
         ] {
-            assert!(
-                check_response(&mut response(fields)).is_some(),
-                "{fields:?}"
-            );
+            assert!(check_attempt(&mut response(fields)).is_some(), "{fields:?}");
         }
         let parser = "invalid content-length parsed".to_owned();
         let mut refused = Err::<Response<()>, _>(UpstreamError::InvalidResponse(parser));
-        let broken = check_response(&mut refused).unwrap();
+        let broken = check_attempt(&mut refused).unwrap();
         assert_eq!(
             (broken.status(), broken.reason()),
             (StatusCode::BAD_GATEWAY, "upstream_bad_framing")
         );
         let chunk =
             "error from user's Body stream: Invalid chunk size line: Invalid Size".to_owned();
-        let broken = check_response(&mut Err::<Response<()>, _>(UpstreamError::Other(chunk)));
+        let broken = check_attempt(&mut Err::<Response<()>, _>(UpstreamError::Other(chunk)));
         assert_eq!(broken.unwrap().status(), StatusCode::BAD_REQUEST);
         let mut other = Err::<Response<()>, _>(UpstreamError::Reset);
-        assert!(check_response(&mut other).is_none());
+        assert!(check_attempt(&mut other).is_none());
     }
 }
