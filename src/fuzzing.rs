@@ -397,6 +397,7 @@ fn conn_info(flags: u8) -> ConnInfo {
         admin_token: None,
         limits: crate::config::Limits::default(),
         client_body_timeout: std::time::Duration::from_secs(60),
+        activity: Default::default(),
     }
 }
 

@@ -65,6 +65,7 @@ impl ListenerState {
             admin_token: self.admin_token.clone(),
             limits: self.http.limits,
             client_body_timeout: self.client_body_timeout,
+            activity: Default::default(),
         })
     }
 }

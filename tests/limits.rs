@@ -534,3 +534,55 @@ async fn a_tls_handshake_that_never_ends_is_cut_at_its_deadline() {
         .get();
     assert_eq!(failures, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_after_keepalive_but_busy_ones_do_not() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let config = one_pool_config(&cert, &backend_lines(&[("a", backend)])).replacen(
+        "[timeouts]\n",
+        "[timeouts]\nkeepalive = \"400ms\"\n",
+        1,
+    );
+    let t = start(dir.path(), &config).await;
+    let f_cert = &cert;
+    // HTTP/1.1: a request slower than keepalive is answered; then the idle connection closes.
+    let tls = client_tls(&f_cert.cert_pem, &["http/1.1"]);
+    let mut conn = connect(t.addr("https"), "localhost", tls).await;
+    let slow = conn.get("localhost", "/delay/700").await;
+    assert_eq!(slow.status, 200, "a request in progress is never idle");
+    let idle_from = Instant::now();
+    let Conn::H1(mut send) = conn else {
+        panic!("HTTP/1.1 asked")
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while send.ready().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(350) && idle < Duration::from_secs(3),
+        "closed after {idle:?} idle"
+    );
+    // HTTP/2: GOAWAY once idle.
+    let tcp = TcpStream::connect(t.addr("https")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&f_cert.cert_pem, &["h2"]));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(stream).await.unwrap();
+    let conn = tokio::spawn(conn);
+    h2 = h2.ready().await.unwrap();
+    let req = http::Request::get("https://localhost/").body(()).unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle HTTP/2 connection ended");
+    assert!(ended.unwrap().is_ok(), "a graceful GOAWAY, not an error");
+    assert!(started.elapsed() >= Duration::from_millis(350));
+}

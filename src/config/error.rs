@@ -105,7 +105,11 @@ const SERDE_WORDS: [(&str, &str); 8] = [
 pub fn toml_error(loc: &Locator<'_>, e: &toml::de::Error) -> ConfigError {
     let span = e.span().unwrap_or(0..0);
     // One line, in the words of the file (key, table, array), not of serde or Rust.
-    let mut message = e.message().trim().replace('\n', ", ");
+    // toml gives no message for some syntax errors (a carriage return alone, for one).
+    let mut message = match e.message().trim() {
+        "" => "invalid TOML syntax".to_owned(),
+        m => m.replace('\n', ", "),
+    };
     for (from, to) in SERDE_WORDS {
         message = message.replace(from, to);
     }

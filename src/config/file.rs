@@ -74,6 +74,7 @@ pub struct FileTimeouts {
     pub client_header: Option<Spanned<String>>,
     pub client_body: Option<Spanned<String>>,
     pub client_send: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<String>>,
     pub connect: Option<Spanned<String>>,
     pub response: Option<Spanned<String>>,
     pub upstream_idle: Option<Spanned<String>>,

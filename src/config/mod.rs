@@ -92,6 +92,9 @@ pub struct ClientTimeouts {
     /// Longest a write to the client may stay blocked (a client that stops reading); then the
     /// connection closes.
     pub client_send: Duration,
+    /// How long a connection with no request in progress stays open (HTTP/1.1 and HTTP/2);
+    /// at most `client_header`, whose deadline also covers HTTP/1.1's idle wait.
+    pub keepalive: Duration,
 }
 
 /// `[limits]`: what one client may ask of terminus, and what a backend may answer.

@@ -170,3 +170,24 @@ fn watch_is_off_by_default_and_collects_every_named_file() {
     want.sort();
     assert_eq!(on.watched_files, want);
 }
+
+#[test]
+fn keepalive_may_not_outlast_the_header_deadline() {
+    let text = |t: &str| {
+        format!(
+            "[timeouts]\n{t}\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n[[listener.route]]\npool = \"p\"\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n"
+        )
+    };
+    let path = std::path::Path::new("t.toml");
+    let c = crate::config::parse(path, &text("client_header = \"20s\"")).unwrap();
+    assert_eq!(c.timeouts.keepalive, std::time::Duration::from_secs(20));
+    let c = crate::config::parse(path, &text("keepalive = \"5s\"")).unwrap();
+    assert_eq!(c.timeouts.keepalive, std::time::Duration::from_secs(5));
+    let e = crate::config::parse(path, &text("client_header = \"10s\"\nkeepalive = \"1m\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t.toml:3:13: keepalive (1m) is longer than client_header (10s)"),
+        "{e}"
+    );
+}

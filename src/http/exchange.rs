@@ -45,6 +45,7 @@ impl Exchange {
             let host = super::request_key::request_host(parts).map(str::to_owned);
             (parts.method().as_str().to_owned(), host, path)
         });
+        conn.activity.begin();
         Self {
             conn: conn.clone(),
             started: Instant::now(),
@@ -64,8 +65,8 @@ impl Exchange {
         }
     }
 
-    /// Counts the response header of `status` in the metrics; the returned account, when the
-    /// access log is on, is finished by the response body.
+    /// Counts the response header of `status` in the metrics; the returned account is
+    /// finished by the response body (writing the access log line, when there is a log).
     pub fn responded(self, status: u16) -> Option<Finish> {
         match &self.route_metrics {
             Some(m) => {
@@ -85,13 +86,21 @@ impl Exchange {
                 self.conn.metrics.requests.get_or_create(&labels).inc();
             }
         }
-        self.conn.access_log.is_some().then(|| Finish {
+        // Always made, even without an access log: it carries the exchange (and so the
+        // connection's count of requests in progress) to the end of the response body.
+        Some(Finish {
             exchange: self,
             status,
             bytes_out: 0,
             ended: false,
             body_error: false,
         })
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.conn.activity.end();
     }
 }
 

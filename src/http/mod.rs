@@ -1,6 +1,7 @@
 //! The HTTP side of a listener: hyper's server (HTTP/1.1 or HTTP/2 by ALPN), routing, header
 //! rewriting and the answers terminus writes itself.
 
+mod activity;
 mod attempt;
 mod body;
 mod error;

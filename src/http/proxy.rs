@@ -52,6 +52,8 @@ pub struct ConnInfo {
     pub limits: crate::config::Limits,
     /// Longest wait for the next piece of a request body (408 after it).
     pub client_body_timeout: std::time::Duration,
+    /// Requests in progress, for the keep-alive idle timeout.
+    pub activity: super::activity::Activity,
 }
 
 /// The request header that asks for an explanation (its value: the admin token).

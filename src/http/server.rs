@@ -25,6 +25,8 @@ pub struct ConnSettings {
     pub header_timeout: Duration,
     /// Longest a write to the client may stay blocked.
     pub send_timeout: Duration,
+    /// How long a connection with no request in progress stays open.
+    pub keepalive: Duration,
     pub limits: Limits,
 }
 
@@ -40,6 +42,8 @@ pub async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let idle = conn.clone();
+    let keepalive = settings.keepalive;
     let service = service_fn(move |req| proxy::handle(req, conn.clone()));
     let io = TokioIo::new(StallGuard::new(io, settings.send_timeout));
     let limits = &settings.limits;
@@ -52,6 +56,11 @@ pub async fn serve_connection<IO>(
             tokio::select! {
                 res = conn.as_mut() => res,
                 _ = shutdown.signalled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                // Idle for `keepalive`: close (HTTP/2: GOAWAY) as a shutdown would.
+                _ = idle.activity.idle_for(keepalive) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }

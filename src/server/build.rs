@@ -86,6 +86,7 @@ pub(super) fn build(
             http: crate::http::ConnSettings {
                 header_timeout: config.timeouts.client_header,
                 send_timeout: config.timeouts.client_send,
+                keepalive: config.timeouts.keepalive,
                 limits: config.limits,
             },
             client_body_timeout: config.timeouts.client_body,

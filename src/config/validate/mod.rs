@@ -117,7 +117,25 @@ impl Validator<'_> {
             client_header: self.duration(&t.client_header, Duration::from_secs(30)),
             client_body: self.duration(&t.client_body, Duration::from_secs(60)),
             client_send: self.duration(&t.client_send, Duration::from_secs(60)),
+            keepalive: Duration::ZERO,
         };
+        let mut timeouts = timeouts;
+        timeouts.keepalive = self.duration(&t.keepalive, timeouts.client_header);
+        if let Some(k) = t
+            .keepalive
+            .as_ref()
+            .filter(|_| timeouts.keepalive > timeouts.client_header)
+        {
+            self.err(
+                k.span(),
+                format!(
+                    "keepalive ({}) is longer than client_header ({})",
+                    humantime::format_duration(timeouts.keepalive),
+                    humantime::format_duration(timeouts.client_header)
+                ),
+                "expected at most client_header: its deadline also covers an HTTP/1.1 connection's wait for the next request",
+            );
+        }
         let limits = self.limits(&f.limits);
         let upstream = UpstreamTimeouts {
             connect: self.duration(&t.connect, Duration::from_secs(5)),
