@@ -1069,7 +1069,7 @@ async fn every_exported_metric_is_documented() {
     let cert = write_cert(dir.path(), "test", &["localhost"]);
     let log = dir.path().join("access.log");
     let config = format!(
-        "{}{ADMIN}\n[access_log]\npath = \"{}\"\n",
+        "{}{ADMIN}\n[access_log]\npath = \"{}\"\n[limits]\nmax_connections_per_client = 2\n",
         one_pool_config(&cert, &body),
         log.display()
     );
@@ -1086,7 +1086,34 @@ async fn every_exported_metric_is_documented() {
         let mut buf = [0u8; 64];
         let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await;
     }
+    // Two connections held open from 127.0.0.1: a third is refused (and counted).
+    let held: Vec<tokio::net::TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            v.push(
+                tokio::net::TcpStream::connect(t.addr("https"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    let refused = terminus::metrics::FailureLabels {
+        listener: "https".into(),
+        reason: "per_client_limit",
+    };
+    let metrics = t.server.metrics().clone();
+    for _ in 0..100 {
+        let _third = tokio::net::TcpStream::connect(t.addr("https"))
+            .await
+            .unwrap();
+        if metrics.connections_refused.get_or_create(&refused).get() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let m = scrape_with(admin, None).await;
+    drop(held);
     let docs = include_str!("../docs/operations.md");
     let mut names: Vec<&str> =
         m.0.iter()
@@ -1100,7 +1127,7 @@ async fn every_exported_metric_is_documented() {
             .collect();
     names.sort_unstable();
     names.dedup();
-    assert!(names.len() >= 23, "every family has a sample: {names:?}");
+    assert!(names.len() >= 24, "every family has a sample: {names:?}");
     let undocumented: Vec<&&str> = names
         .iter()
         .filter(|n| !docs.contains(&format!("`{n}`")))
