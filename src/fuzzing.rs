@@ -386,7 +386,12 @@ fn conn_info(flags: u8) -> ConnInfo {
             _ => SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7], 40000)),
         },
         proto: if flags & 2 == 0 { "http" } else { "https" },
-        router: Arc::new(Router::new(&[], &[], &listener, &metrics)),
+        routes: Arc::new(arc_swap::ArcSwap::from_pointee(Router::new(
+            &[],
+            &[],
+            &listener,
+            &metrics,
+        ))),
         listener,
         client_cert: (flags & 4 != 0).then(|| Arc::new(cert)),
         authority_check: None,

@@ -24,6 +24,10 @@ pub struct ListenerState {
     pub name: Arc<str>,
     pub tls: Option<ServerTls>,
     pub router: Arc<Router>,
+    /// The listener's current router, one cell shared by every generation: a reload stores
+    /// the new router here, so requests on connections opened before it route by the new
+    /// routes and pools too.
+    pub routes: Arc<ArcSwap<Router>>,
     pub tls_handshake_timeout: Duration,
     /// What bounds each HTTP connection (header deadline, send stall, `[limits]`).
     pub http: http::ConnSettings,
@@ -55,7 +59,7 @@ impl ListenerState {
             client,
             proto: if tls.is_some() { "https" } else { "http" },
             listener: self.name.clone(),
-            router: self.router.clone(),
+            routes: self.routes.clone(),
             client_cert,
             authority_check,
             tls,

@@ -144,7 +144,10 @@ impl Server {
             metrics: &metrics,
             access_log: access_log.as_ref().map(|(_, l)| l.clone()),
         };
-        let built = build(config, &[], &HashMap::new(), &shared)?;
+        let built = build(config, &[], &HashMap::new(), &HashMap::new(), &shared)?;
+        for (_, state) in &built.listeners {
+            state.routes.store(state.router.clone());
+        }
         let mut listeners = Vec::new();
         for (bind, state) in built.listeners {
             listeners.push(bind_one(bind, state).await?);
@@ -296,7 +299,8 @@ impl Server {
 
     /// Switches to `new`: builds every pool, router and TLS config first, binds the
     /// listeners whose name and bind address are new, and only then swaps each listener's
-    /// state for new connections (established ones finish on the state they loaded),
+    /// state for new connections (established ones keep their TLS and limits, and route
+    /// their next requests by the new routes and pools),
     /// stops the listeners that left the config, and restarts health checks. Any failure
     /// changes nothing. Backends kept by name, address and backup flag keep their live state
     /// (with the new weight and state).
@@ -321,7 +325,7 @@ impl Server {
     }
 
     async fn reload_serialized(&self, new: &Config) -> Result<ReloadSummary, ServerError> {
-        let (old_pools, old_tls, present, old_log) = {
+        let (old_pools, old_tls, old_routes, present, old_log) = {
             let live = self.live();
             let old_tls: HashMap<String, tls::ServerTls> = live
                 .listeners
@@ -333,9 +337,15 @@ impl Server {
                 .iter()
                 .map(|b| (b.name.clone(), b.bind))
                 .collect();
+            let old_routes: HashMap<String, Arc<ArcSwap<crate::http::Router>>> = live
+                .listeners
+                .iter()
+                .map(|b| (b.name.clone(), b.state.load().routes.clone()))
+                .collect();
             (
                 live.pools.clone(),
                 old_tls,
+                old_routes,
                 present,
                 live.access_log.clone(),
             )
@@ -349,7 +359,8 @@ impl Server {
             metrics: &self.inner.metrics,
             access_log: access_log.as_ref().map(|(_, l)| l.clone()),
         };
-        let built = build(new, &old_pools, &old_tls, &shared).map_err(|e| self.refused(e))?;
+        let built =
+            build(new, &old_pools, &old_tls, &old_routes, &shared).map_err(|e| self.refused(e))?;
         let mut fresh = Vec::new();
         for (bind, state) in &built.listeners {
             if !present.contains(&(state.name.to_string(), *bind)) {
@@ -363,7 +374,7 @@ impl Server {
             kept = summary.kept,
             bound = summary.bound,
             stopped = summary.stopped,
-            "config reloaded: new connections use it; established ones finish on the old one"
+            "config reloaded: new connections use it; established ones route their next requests by it"
         );
         Ok(summary)
     }
@@ -425,18 +436,10 @@ impl Server {
         }
         // Replacing the health stop ends the old generation's checks.
         live.health_stop = Shutdown::new();
-        // A backend that left the config takes nothing new, also from connections that still
-        // route by the old generation; its requests in flight finish.
-        for old in &live.pools {
-            for b in &old.backends {
-                let kept = built
-                    .pools
-                    .iter()
-                    .any(|p| p.backends.iter().any(|n| Arc::ptr_eq(n, b)));
-                if !kept {
-                    b.set_state(config::BackendState::Disabled);
-                }
-            }
+        // Every connection, also those opened before, routes its next request by the new
+        // routes and pools.
+        for (_, state) in &built.listeners {
+            state.routes.store(state.router.clone());
         }
         live.pools = built.pools;
         live.config = Arc::new(new.clone());

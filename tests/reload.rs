@@ -287,3 +287,32 @@ async fn file_watch_reloads_a_changed_config_without_a_signal() {
         assert_eq!(ans.backend(), "y");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_routes_its_next_request_by_the_new_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    let backends = demo_backends(&["old", "new"]).await;
+    let config = |b: &[(&str, SocketAddr)]| one_pool_config(&cert, &pool_body(b));
+    let t = start(dir.path(), &config(&backends[..1])).await;
+    let addr = t.addr("https");
+    for alpn in BOTH_ALPN {
+        let mut conn = connect(addr, "localhost", client_tls(&cert.cert_pem, alpn)).await;
+        assert_eq!(conn.get("localhost", "/").await.backend(), "old");
+        let path = dir.path().join("terminus.toml");
+        std::fs::write(&path, config(&backends[1..])).unwrap();
+        t.server.reload_file(&path).await.unwrap();
+        for _ in 0..3 {
+            let ans = conn.get("localhost", "/").await;
+            assert_eq!(ans.status, 200);
+            assert_eq!(
+                ans.backend(),
+                "new",
+                "{alpn:?}: the same connection, the new pool"
+            );
+        }
+        std::fs::write(&path, config(&backends[..1])).unwrap();
+        t.server.reload_file(&path).await.unwrap();
+        assert_eq!(conn.get("localhost", "/").await.backend(), "old");
+    }
+}

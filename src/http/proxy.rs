@@ -36,7 +36,8 @@ pub struct ConnInfo {
     /// "https" or "http": what the client spoke to terminus.
     pub proto: &'static str,
     pub listener: Arc<str>,
-    pub router: Arc<Router>,
+    /// The listener's current router (see `ListenerState::routes`), read per request.
+    pub routes: Arc<arc_swap::ArcSwap<Router>>,
     /// The client's verified certificate; `None` without one (and on plain connections).
     pub client_cert: Option<Arc<ClientCert>>,
     /// On listeners that ask for client certificates: the host a request may name.
@@ -172,7 +173,8 @@ async fn forward(
         framing::close_after(&mut resp, version);
         return (resp, explain);
     }
-    let Some(route) = conn.router.route(request_host(&req), req.uri().path()) else {
+    let router = conn.routes.load_full();
+    let Some(route) = router.route(request_host(&req), req.uri().path()) else {
         debug!(path = req.uri().path(), "404: no route");
         x.termination = Some("no_route");
         return (error_response(StatusCode::NOT_FOUND), explain);

@@ -19,7 +19,7 @@ pub struct CompiledRoute {
 }
 
 /// A listener's routes, ordered most specific first so the first match wins.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
 }

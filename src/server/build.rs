@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use super::ServerError;
 use crate::access_log::AccessLog;
 use crate::config::{Config, ListenerProtocol};
@@ -33,6 +35,7 @@ pub(super) fn build(
     config: &Config,
     old_pools: &[Arc<Pool>],
     old_tls: &HashMap<String, tls::ServerTls>,
+    old_routes: &HashMap<String, Arc<ArcSwap<Router>>>,
     shared: &Shared<'_>,
 ) -> Result<Built, ServerError> {
     for c in &config.certificates {
@@ -82,6 +85,11 @@ pub(super) fn build(
             name,
             tls: server_tls,
             router: Arc::new(router),
+            // The same cell across reloads; `Server::swap` stores the new router in it.
+            routes: old_routes
+                .get(&l.name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(ArcSwap::from_pointee(Router::default()))),
             tls_handshake_timeout: config.timeouts.tls_handshake,
             http: crate::http::ConnSettings {
                 header_timeout: config.timeouts.client_header,
