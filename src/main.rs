@@ -197,6 +197,7 @@ fn serve_on(
     path: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let demo = path.is_none();
+    raise_open_files_limit(&config);
     rt.block_on(async {
         let server = Server::bind(&config).await?;
         server.set_source(path.clone());
@@ -228,6 +229,33 @@ fn serve_on(
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Raises the soft limit on open files to the hard limit (as nginx's `worker_rlimit_nofile`
+/// and HAProxy do): every client connection and every backend connection is a file. Warns when
+/// even the hard limit is below what `[limits] max_connections` asks for.
+fn raise_open_files_limit(config: &Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    // A client connection and, while it waits for a backend, a backend connection each.
+    let listeners = config.listeners.len() as u64;
+    let wanted = 2 * config.limits.max_connections as u64 * listeners + 256;
+    if limit < wanted {
+        tracing::warn!(
+            open_files = limit,
+            wanted,
+            "the open-files limit is below what [limits] max_connections allows (two files per \
+             connection): at that load connections fail with 'Too many open files'; raise the \
+             limit (systemd LimitNOFILE=, ulimit -n) or lower max_connections"
+        );
+    } else {
+        tracing::info!(open_files = limit, "open-files limit");
+    }
 }
 
 /// Reloads the config file on every SIGHUP.

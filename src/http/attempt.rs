@@ -117,10 +117,18 @@ pub async fn send_with_retries(
             Err(e) => e,
         };
         drop(in_flight);
-        if let UpstreamError::ClientBody(why) = &err {
-            // The client's fault, not the backend's: no failure counted, no retry.
-            debug!(pool = %pool.name, reason = %why, "request body refused");
-            return Err(failed(why.status(), why.reason(), backend, &tried));
+        match &err {
+            UpstreamError::ClientBody(why) => {
+                // The client's fault, not the backend's: no failure counted, no retry.
+                debug!(pool = %pool.name, reason = %why, "request body refused");
+                return Err(failed(why.status(), why.reason(), backend, &tried));
+            }
+            UpstreamError::NoResources(why) => {
+                // Terminus's own limits: another backend would fail the same way.
+                warn!(pool = %pool.name, backend = %backend.name, reason = %why, "503: out of local resources");
+                return Err(failed(err.status(), err.reason(), backend, &tried));
+            }
+            _ => {}
         }
         backend.stats.failed();
         if let Some(d) = trace.as_deref_mut() {

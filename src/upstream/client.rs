@@ -107,6 +107,10 @@ pub enum UpstreamError {
     Tls(String),
     #[error("request to the backend failed: {0}")]
     Other(String),
+    /// Terminus itself is out of file descriptors (or memory for sockets): not the
+    /// backend's fault, and another backend would fail the same way.
+    #[error("terminus cannot open a connection: {0}")]
+    NoResources(String),
     /// The client's body broke the rules (too large, too slow): the client's fault.
     #[error("{0}")]
     ClientBody(super::replay::ClientBodyError),
@@ -126,6 +130,7 @@ impl UpstreamError {
             Self::Tls(_) => "upstream_tls",
             Self::Other(_) => "upstream_error",
             Self::ClientBody(e) => e.reason(),
+            Self::NoResources(_) => "local_resources",
         }
     }
 
@@ -134,6 +139,7 @@ impl UpstreamError {
         match self {
             Self::ConnectTimeout | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientBody(e) => e.status(),
+            Self::NoResources(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -170,6 +176,10 @@ impl UpstreamError {
                 return Self::Tls(tls.0.clone());
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: terminus's own limits, not the backend.
+                if matches!(io.raw_os_error(), Some(24 | 23 | 105 | 12)) {
+                    return Self::NoResources(io.to_string());
+                }
                 // TLS 1.3 ends the client's handshake before the backend has checked the
                 // client certificate: its refusal arrives as an alert on the first read. Only
                 // alerts a backend sends during a handshake count, so the backend never acted

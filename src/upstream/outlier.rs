@@ -57,7 +57,9 @@ impl Outcome {
                 Self::Reset
             }
             UpstreamError::ResponseTimeout(_) => Self::Timeout,
-            UpstreamError::Other(_) | UpstreamError::ClientBody(_) => return None,
+            UpstreamError::Other(_)
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::NoResources(_) => return None,
         })
     }
 
