@@ -113,12 +113,15 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
 /// `x-client-cert-verified` is always set (`SUCCESS` or `NONE`), the others only with a
 /// certificate.
 pub fn set_client_cert(headers: &mut HeaderMap, cert: Option<&ClientCert>) {
-    for name in [
-        &X_CLIENT_CERT_SUBJECT,
-        &X_CLIENT_CERT_SAN,
-        &X_CLIENT_CERT_FINGERPRINT,
-        &X_FORWARDED_CLIENT_CERT,
-    ] {
+    headers.remove(&X_FORWARDED_CLIENT_CERT);
+    // Every `x-client-cert-*` name is terminus's to write: a backend must never mistake one a
+    // client made up (an issuer, a serial) for terminus's word.
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-client-cert-"))
+        .cloned()
+        .collect();
+    for name in forged {
         headers.remove(name);
     }
     let Some(cert) = cert else {
@@ -216,8 +219,10 @@ mod tests {
         h.append("x-client-cert-subject", "CN=admin".parse().unwrap());
         h.append("x-client-cert-subject", "CN=root".parse().unwrap());
         h.insert("x-forwarded-client-cert", "Hash=00".parse().unwrap());
+        h.insert("x-client-cert-issuer", "CN=Trusted CA".parse().unwrap());
+        h.insert("x-client-cert-serial", "01".parse().unwrap());
         set_client_cert(&mut h, None);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-client-cert-verified"], "NONE");
     }
 
