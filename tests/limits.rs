@@ -474,12 +474,18 @@ async fn an_h2_client_resetting_streams_in_a_loop_gets_goaway_and_others_do_not(
         .await
         .expect("the connection ended");
     let err = ended.unwrap().expect_err("closed with an error");
-    assert_eq!(
-        err.reason(),
-        Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "GOAWAY reason after {sent} resets: {err}"
-    );
-    assert!(err.is_go_away() && err.is_remote(), "{err:?}");
+    // The client sees the GOAWAY, or, when it was still writing as terminus closed the
+    // connection after it, the broken pipe of that write. Without the bound the connection
+    // never ends at all (the timeout above fires).
+    let goaway =
+        err.is_go_away() && err.is_remote() && err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+    let cut = err.get_io().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    });
+    assert!(goaway || cut, "after {sent} resets: {err:?}");
     assert!(
         sent < 10_000,
         "cut off before the loop ended ({sent} streams)"
