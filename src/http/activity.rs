@@ -27,18 +27,18 @@ impl Default for Activity {
 }
 
 impl Activity {
-    /// A request began.
+    /// A request began. No wake-up: a watcher that reaches its deadline checks again and
+    /// finds the connection busy.
     pub fn begin(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
     }
 
-    /// A request ended (its response body too).
+    /// A request ended (its response body too); the last one restarts the idle clock.
     pub fn end(&self) {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            self.changed.notify_waiters();
         }
-        self.changed.notify_waiters();
     }
 
     /// Completes once the connection has had no request in progress for `limit`.
