@@ -67,7 +67,7 @@ impl Exchange {
 
     /// Counts the response header of `status` in the metrics; the returned account is
     /// finished by the response body (writing the access log line, when there is a log).
-    pub fn responded(self, status: u16) -> Option<Finish> {
+    pub fn responded(self, status: u16) -> Finish {
         match &self.route_metrics {
             Some(m) => {
                 m.count(self.backend_index, status);
@@ -88,13 +88,13 @@ impl Exchange {
         }
         // Always made, even without an access log: it carries the exchange (and so the
         // connection's count of requests in progress) to the end of the response body.
-        Some(Finish {
+        Finish {
             exchange: self,
             status,
             bytes_out: 0,
             ended: false,
             body_error: false,
-        })
+        }
     }
 }
 

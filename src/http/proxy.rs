@@ -86,10 +86,7 @@ pub async fn handle(
 }
 
 /// Hands the access log's account to the body that ends the exchange.
-fn attach(mut resp: Response<ProxyBody>, finish: Option<Finish>) -> Response<ProxyBody> {
-    let Some(mut finish) = finish else {
-        return resp;
-    };
+fn attach(mut resp: Response<ProxyBody>, mut finish: Finish) -> Response<ProxyBody> {
     match resp.body_mut() {
         ProxyBody::Upstream {
             finish: slot @ None,
