@@ -403,6 +403,7 @@ fn conn_info(flags: u8) -> ConnInfo {
         limits: crate::config::Limits::default(),
         client_body_timeout: std::time::Duration::from_secs(60),
         activity: Default::default(),
+        raw_verdicts: Default::default(),
     }
 }
 

@@ -70,6 +70,7 @@ impl ListenerState {
             limits: self.http.limits,
             client_body_timeout: self.client_body_timeout,
             activity: Default::default(),
+            raw_verdicts: Default::default(),
         })
     }
 }

@@ -68,13 +68,19 @@ macro_rules! post {
 #[rustfmt::skip]
 const H1_VECTORS: &[Vector] = &[
     // CL.TE and TE.CL: one hop frames by Content-Length, the other by Transfer-Encoding, so
-    // what one takes for the body the other takes for the next request. hyper lets
-    // Transfer-Encoding win, drops Content-Length and closes after answering (RFC 9112 6.1),
-    // as HAProxy does: the hidden bytes are read as chunked body or thrown away with the
-    // connection, never as a request.
-    v("CL.TE",               &[200], CLOSES, 1, post!("Content-Length: 50", "Transfer-Encoding: chunked"; concat!("0\r\n\r\n", smuggled!()))),
-    v("TE.CL",               &[200], CLOSES, 1, post!("Transfer-Encoding: chunked", "Content-Length: 4"; concat!("2b\r\n", smuggled!(), "\r\n0\r\n\r\n"))),
-    v("TE.CL, CL: 0",        &[200], CLOSES, 1, post!("Transfer-Encoding: chunked", "Content-Length: 0"; concat!("0\r\n\r\n", smuggled!()))),
+    // what one takes for the body the other takes for the next request. hyper would let
+    // Transfer-Encoding win and drop the length; terminus reads the raw head beside hyper
+    // and refuses the request (400, close), in either order and whatever the length says.
+    v("CL.TE",               &[400], CLOSES, 0, post!("Content-Length: 50", "Transfer-Encoding: chunked"; concat!("0\r\n\r\n", smuggled!()))),
+    v("TE.CL",               &[400], CLOSES, 0, post!("Transfer-Encoding: chunked", "Content-Length: 4"; concat!("2b\r\n", smuggled!(), "\r\n0\r\n\r\n"))),
+    v("TE.CL, CL: 0",        &[400], CLOSES, 0, post!("Transfer-Encoding: chunked", "Content-Length: 0"; concat!("0\r\n\r\n", smuggled!()))),
+    v("TE.CL, CL: abc",      &[400], CLOSES, 0, post!("Transfer-Encoding: chunked", "Content-Length: abc"; concat!("0\r\n\r\n", smuggled!()))),
+    // The same behind requests with bodies of both framings on one connection: the raw
+    // reading keeps step with hyper's, so the verdict lands on the third request.
+    v("CL.TE third on a connection", &[200, 200, 400], CLOSES, 2, concat!(
+        "POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /b HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /c HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", smuggled!())),
     // TE.TE: Transfer-Encoding written so that one hop does not recognise it and falls back to
     // Content-Length. Only one `chunked` is accepted; anything else is refused (400, close).
     v("TE xchunked",         &[400], CLOSES, 0, post!("Transfer-Encoding: xchunked", "Content-Length: 5"; concat!("0\r\n\r\n", smuggled!()))),
@@ -105,19 +111,22 @@ const H1_VECTORS: &[Vector] = &[
     v("CL 4 1 (inner space)", &[400], CLOSES, 0, post!("Content-Length: 4 1"; smuggled!())),
     v("CL overflow",         &[400], CLOSES, 0, post!("Content-Length: 18446744073709551657"; smuggled!())),
     v("CL empty",            &[400], CLOSES, 0, post!("Content-Length:"; smuggled!())),
-    // Identical repeats read the same everywhere; hyper keeps one (RFC 9112 6.3), and the
-    // backend gets one canonical Content-Length.
-    v("CL twice, same (control)", &[200], OPEN, 1, post!("Content-Length: 5", "Content-Length: 5"; "hello")),
+    // Identical repeats: hyper would merge them (RFC 9112 6.3 allows it); terminus refuses
+    // every repeated Content-Length line, as the raw head shows it.
+    v("CL twice, same",      &[400], CLOSES, 0, post!("Content-Length: 5", "Content-Length: 5"; "hello")),
+    v("CL twice, same, after a request", &[200, 400], CLOSES, 1, concat!(
+        "GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "POST /b HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello")),
     v("CL 005 (control)",         &[200], OPEN, 1, post!("Content-Length: 005"; "hello")),
     // Field-line tricks: a field only some parsers see, or a line only some parsers end.
     v("NUL in a value",      &[400], CLOSES, 0, post!("X-Pad: a\0b", "Content-Length: 5"; "hello")),
     v("empty field name",    &[400], CLOSES, 0, post!(": chunked", "Content-Length: 5"; "hello")),
     v("line without colon",  &[400], CLOSES, 0, post!("Transfer-Encoding chunked", "Content-Length: 5"; "hello")),
     // A bare LF ends a line for hyper (RFC 9112 2.2 allows it), so the Transfer-Encoding
-    // behind it counts, next to a Content-Length: read as CL.TE above. The backend gets a
-    // head written anew with CRLF.
+    // behind it counts, next to a Content-Length: CL.TE as above. The backend gets a head
+    // written anew with CRLF.
     v("bare LF ends a line (control)", &[200], OPEN, 1, "POST / HTTP/1.1\nHost: localhost\nContent-Length: 5\n\nhello"),
-    v("TE behind bare LF, with CL", &[200], CLOSES, 1, post!("X-Pad: a\nTransfer-Encoding: chunked", "Content-Length: 48"; concat!("0\r\n\r\n", smuggled!()))),
+    v("TE behind bare LF, with CL", &[400], CLOSES, 0, post!("X-Pad: a\nTransfer-Encoding: chunked", "Content-Length: 48"; concat!("0\r\n\r\n", smuggled!()))),
     // Chunk sizes that parsers read differently: the body breaks off, the backend never gets a
     // whole request, and the connection closes.
     v("chunk size 0x5",      &[400], CLOSES, 0, post!("Transfer-Encoding: chunked"; concat!("0x5\r\nhello\r\n0\r\n\r\n", smuggled!()))),
@@ -910,10 +919,12 @@ const RESPONSE_VECTORS: &[ResponseVector] = &[
     r("TE gzip, chunked",    502, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
     r("TE twice",            502, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
     r("TE in HTTP/1.0",      502, "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
-    // hyper reads Content-Length next to Transfer-Encoding by the coding and drops the length
-    // before terminus sees the head (RFC 9112 6.3): the answer is the chunked one, and the
-    // bytes after it answer nothing (the connection is not reused; `/next` checks).
-    r("CL and TE",           200, concat!("HTTP/1.1 200 OK\r\nContent-Length: 77\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", poison!())),
+    // Content-Length next to Transfer-Encoding: hyper would drop the length and read the
+    // coding; terminus reads the raw head beside it and refuses the response, in either order
+    // and behind an interim 100 (the connection is not reused; `/next` checks).
+    r("CL and TE",           502, concat!("HTTP/1.1 200 OK\r\nContent-Length: 77\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", poison!())),
+    r("TE and CL",           502, concat!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n", poison!())),
+    r("CL and TE after 100", 502, concat!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", poison!())),
     // Controls: lengths that agree, and plain chunked; the client gets one Content-Length.
     r("CL twice, same (control)", 200, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"),
     r("CL list 2, 2 (control)",   200, "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"),

@@ -21,6 +21,7 @@ use std::fmt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
+use crate::upstream::response_heads::AmbiguousResponse;
 use crate::upstream::UpstreamError;
 
 /// Why a message's framing is refused.
@@ -146,6 +147,9 @@ pub fn check_attempt<B>(sent: &mut Result<Response<B>, UpstreamError>) -> Option
             response_fields(version, resp.headers_mut())
                 .err()
                 .map(backend)
+        }
+        Err(UpstreamError::InvalidResponse(why)) if why == AmbiguousResponse::TEXT => {
+            Some(backend(Violation::LengthAndCoding))
         }
         Err(UpstreamError::InvalidResponse(why))
             if says(why, &["content-length", "transfer-encoding"]) =>

@@ -9,6 +9,7 @@ mod exchange;
 mod framing;
 pub mod headers;
 mod proxy;
+mod raw_framing;
 mod request_key;
 pub(crate) mod rewrite;
 pub mod route;
@@ -18,5 +19,6 @@ mod upgrade;
 
 pub use body::ProxyBody;
 pub use proxy::ConnInfo;
+pub(crate) use raw_framing::may_end_head;
 pub use route::Router;
 pub use server::{serve_connection, ConnSettings};

@@ -55,6 +55,8 @@ pub struct ConnInfo {
     pub client_body_timeout: std::time::Duration,
     /// Requests in progress, for the keep-alive idle timeout.
     pub activity: super::activity::Activity,
+    /// What the raw HTTP/1 stream showed of each request's framing.
+    pub raw_verdicts: super::raw_framing::Verdicts,
 }
 
 /// The request header that asks for an explanation (its value: the admin token).
@@ -135,12 +137,33 @@ fn wants_explanation(req: &Request<Incoming>, conn: &ConnInfo) -> bool {
     crate::config::token_matches(token, given.as_bytes())
 }
 
+/// 400 and close for a request whose framing could be read two ways.
+fn refuse_framing(
+    why: framing::Violation,
+    x: &mut Exchange,
+    version: Version,
+) -> Response<ProxyBody> {
+    warn!(%why, "400: ambiguous request framing");
+    x.termination = Some("bad_framing");
+    let mut resp = error_response(StatusCode::BAD_REQUEST);
+    framing::close_after(&mut resp, version);
+    resp
+}
+
 async fn forward(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
     x: &mut Exchange,
     mut explain: Option<Decision>,
 ) -> (Response<ProxyBody>, Option<Decision>) {
+    let version = req.version();
+    // First of all, so that every HTTP/1 request is counted in order.
+    let raw = (version < Version::HTTP_2)
+        .then(|| conn.raw_verdicts.next_request())
+        .flatten();
+    if let Some(why) = raw {
+        return (refuse_framing(why, x, version), explain);
+    }
     if let Some(check) = &conn.authority_check {
         if !check.allows(request_host(&req)) {
             debug!(
@@ -151,13 +174,8 @@ async fn forward(
             return (error_response(StatusCode::MISDIRECTED_REQUEST), explain);
         }
     }
-    let version = req.version();
     if let Err(why) = framing::check_request(version, req.headers_mut()) {
-        warn!(%why, "400: ambiguous request framing");
-        x.termination = Some("bad_framing");
-        let mut resp = error_response(StatusCode::BAD_REQUEST);
-        framing::close_after(&mut resp, version);
-        return (resp, explain);
+        return (refuse_framing(why, x, version), explain);
     }
     if let Some(status) = over_limits(&req, &conn.limits) {
         x.termination = Some(if status == StatusCode::URI_TOO_LONG {

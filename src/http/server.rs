@@ -43,6 +43,7 @@ pub async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle = conn.clone();
+    let raw = conn.clone();
     let keepalive = settings.keepalive;
     let service = service_fn(move |req| proxy::handle(req, conn.clone()));
     let io = TokioIo::new(StallGuard::new(io, settings.send_timeout));
@@ -95,6 +96,8 @@ pub async fn serve_connection<IO>(
         if limits.max_headers != HYPER_MAX_HEADERS {
             builder.max_headers(limits.max_headers);
         }
+        // hyper reads the stream as it is; the raw reader beside it sees the same bytes.
+        let io = TokioIo::new(super::raw_framing::RawFraming::new(io.into_inner(), raw));
         serve!(builder.serve_connection(io, service).with_upgrades())
     };
     if let Err(e) = result {

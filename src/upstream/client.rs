@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use super::replay::ReplayBody;
+use super::response_heads::AmbiguousResponse;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -42,6 +43,10 @@ struct BackendConnector {
     tls: Option<(BackendTls, rustls::pki_types::ServerName<'static>)>,
     /// Bounds the TLS handshake, as `inner`'s own timeout bounds the TCP connect.
     handshake_timeout: Duration,
+    /// The pool speaks HTTP/2 by prior knowledge.
+    http2: bool,
+    /// The largest response head hyper accepts.
+    max_head: usize,
 }
 
 impl tower_service::Service<Uri> for BackendConnector {
@@ -61,13 +66,14 @@ impl tower_service::Service<Uri> for BackendConnector {
         let tcp = self.inner.call(self.target.clone());
         let tls = self.tls.clone();
         let timeout = self.handshake_timeout;
+        let (http2, max_head) = (self.http2, self.max_head);
         Box::pin(async move {
-            let tcp = tcp.await?;
+            let tcp = tcp.await?.into_inner();
             let stream = match tls {
-                None => UpstreamStream::Plain(tcp),
+                None => UpstreamStream::plain(tcp, http2, max_head),
                 Some((tls, name)) => {
-                    let stream = tls.handshake(tcp.into_inner(), name, timeout).await?;
-                    UpstreamStream::Tls(Box::new(hyper_util::rt::TokioIo::new(stream)))
+                    let stream = tls.handshake(tcp, name, timeout).await?;
+                    UpstreamStream::tls(stream, http2, max_head)
                 }
             };
             if let Some(slot) = slot {
@@ -176,6 +182,12 @@ impl UpstreamError {
                 return Self::Tls(tls.0.clone());
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if let Some(e) = io
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<AmbiguousResponse>())
+                {
+                    return Self::InvalidResponse(e.to_string());
+                }
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM: terminus's own limits, not the backend.
                 if matches!(io.raw_os_error(), Some(24 | 23 | 105 | 12)) {
                     return Self::NoResources(io.to_string());
@@ -257,6 +269,8 @@ impl UpstreamClient {
                 target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
                 tls: tls.map(|t| (t.clone(), t.server_name_for(backend))),
                 handshake_timeout: pool.timeouts.connect,
+                http2: pool.protocol == UpstreamProtocol::Http2,
+                max_head: pool.max_response_header_bytes.max(8192),
             }),
             response_timeout: pool.timeouts.response,
         }

@@ -11,6 +11,7 @@ pub mod outlier;
 pub mod persistence;
 pub mod pool;
 pub mod replay;
+pub mod response_heads;
 pub mod retry_budget;
 mod select;
 pub mod upstream_tls;

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::response_heads::ResponseHeads;
 use crate::config::{UpstreamTls, UpstreamVerify};
 
 /// A pool's TLS client, shared by the connection pools of all its backends (so they share
@@ -142,25 +143,41 @@ pub fn describe(e: &rustls::Error) -> String {
     }
 }
 
-/// A connection to a backend, plain or TLS, as hyper's pooled client takes it.
+/// A connection to a backend, plain or TLS, as hyper's pooled client takes it. HTTP/1
+/// response heads are read a second time on the way (see `response_heads`).
 #[derive(Debug)]
 pub enum UpstreamStream {
-    Plain(TokioIo<TcpStream>),
+    Plain(TokioIo<ResponseHeads<TcpStream>>),
     /// Boxed: a TLS session is far larger than a socket.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Tls(Box<TokioIo<ResponseHeads<TlsStream<TcpStream>>>>),
+}
+
+impl UpstreamStream {
+    /// A plain connection; its responses are HTTP/1 unless `http2`.
+    pub fn plain(tcp: TcpStream, http2: bool, max_head: usize) -> Self {
+        Self::Plain(TokioIo::new(ResponseHeads::new(tcp, !http2, max_head)))
+    }
+
+    /// A TLS connection; ALPN (or `http2`, prior knowledge) says whether it speaks HTTP/2.
+    pub fn tls(stream: TlsStream<TcpStream>, http2: bool, max_head: usize) -> Self {
+        let h2 = http2 || stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Self::Tls(Box::new(TokioIo::new(ResponseHeads::new(
+            stream, !h2, max_head,
+        ))))
+    }
 }
 
 impl Connection for UpstreamStream {
+    // No `HttpInfo` extra: hyper would copy it into the extensions of every response, and
+    // nothing reads it.
     fn connected(&self) -> Connected {
         match self {
-            Self::Plain(s) => s.connected(),
+            Self::Plain(_) => Connected::new(),
             Self::Tls(s) => {
-                let (tcp, session) = s.inner().get_ref();
-                let connected = tcp.connected();
-                if session.alpn_protocol() == Some(b"h2") {
-                    connected.negotiated_h2()
+                if s.inner().get_ref().get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
                 } else {
-                    connected
+                    Connected::new()
                 }
             }
         }
