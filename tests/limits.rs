@@ -592,3 +592,198 @@ async fn idle_keep_alive_connections_close_after_keepalive_but_busy_ones_do_not(
     assert!(ended.unwrap().is_ok(), "a graceful GOAWAY, not an error");
     assert!(started.elapsed() >= Duration::from_millis(350));
 }
+
+/// The next request to reach a gated backend (its release), waiting at most 5 s.
+async fn arrival(
+    rx: &mut tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+) -> tokio::sync::oneshot::Sender<()> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a request reached the backend")
+        .unwrap()
+}
+
+/// Opens a connection and sends one `Connection: close` GET; the task returns the status and
+/// how long the answer took.
+fn spawn_get(addr: SocketAddr, path: &'static str) -> tokio::task::JoinHandle<(u16, Duration)> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let answer = exchange(addr, request.as_bytes(), Duration::from_secs(10)).await;
+        (status_of(&answer), started.elapsed())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backend_queues_requests_and_a_queue_timeout_is_a_503() {
+    let (backend, mut arrivals) = gated_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = plain_config(&[("gate", backend)], "", "").replace(
+        "name = \"app\"\n",
+        "name = \"app\"\nmax_connections_per_backend = 2\n[pool.timeouts]\nqueue = \"800ms\"\n",
+    );
+    let t = start(dir.path(), &config).await;
+    let addr = t.addr("http");
+    let gate = t.pools[0].backends[0].clone();
+
+    // Two requests take the two slots; the third waits in the backend's queue.
+    let first = spawn_get(addr, "/1");
+    let second = spawn_get(addr, "/2");
+    let release_1 = arrival(&mut arrivals).await;
+    let release_2 = arrival(&mut arrivals).await;
+    let third = spawn_get(addr, "/3");
+    wait_until(|| gate.queued() == 1).await;
+    let early = tokio::time::timeout(Duration::from_millis(200), arrivals.recv()).await;
+    assert!(
+        early.is_err(),
+        "a third request reached a backend capped at 2"
+    );
+    assert_eq!(gate.in_flight(), 2);
+    // A slot frees: the queued request goes on, within its queue timeout.
+    release_1.send(()).unwrap();
+    let release_3 = arrival(&mut arrivals).await;
+    assert_eq!(gate.queued(), 0);
+    release_3.send(()).unwrap();
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(third.await.unwrap().0, 200);
+
+    // Both slots taken again (the second request still holds one): a request that waits
+    // past `queue` gets 503, never reaches the backend, and is not the backend's failure.
+    let fourth = spawn_get(addr, "/4");
+    let release_4 = arrival(&mut arrivals).await;
+    let fifth = spawn_get(addr, "/5");
+    let (status, took) = tokio::time::timeout(Duration::from_secs(5), fifth)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(took >= Duration::from_millis(750), "{took:?}");
+    assert_eq!(gate.queue_timeouts(), 1);
+    assert!(
+        arrivals.try_recv().is_err(),
+        "the 503'd request reached the backend"
+    );
+    release_2.send(()).unwrap();
+    release_4.send(()).unwrap();
+    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(fourth.await.unwrap().0, 200);
+    assert_eq!(gate.stats.responses()[5], 0, "no attempt counted as failed");
+    assert_eq!(gate.in_flight(), 0);
+}
+
+/// Terminus out of file descriptors (here: `ulimit -n 40`) cannot open a backend connection:
+/// that is its own 503 (`local_resources`), never the backend's failure, never retried, and
+/// it serves again as soon as descriptors free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_is_terminus_own_503_and_not_the_backends_failure() {
+    const STREAMS: usize = 60;
+    let (backend, mut arrivals) = gated_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "test", &["localhost"]);
+    // Idle backend connections are closed at once, so released requests give their
+    // descriptors back.
+    let pool = format!(
+        "max_idle_per_backend = 0\n{}",
+        backend_lines(&[("gate", backend)])
+    );
+    let config = one_pool_config(&cert, &pool).replace("response = \"1s\"", "response = \"30s\"")
+        + "\n[admin]\nbind = \"127.0.0.1:0\"\n";
+    let path = dir.path().join("terminus.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", binary()]);
+    command.args(["--config", path.to_str().unwrap(), "--log", "warn"]);
+    let mut t = Process::spawn_command(command, 2);
+
+    // One HTTP/2 connection; each stream needs a backend connection of its own.
+    let tcp = TcpStream::connect(t.addrs["https"]).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&cert.cert_pem, &["h2"]));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut streams = Vec::new();
+    for i in 0..STREAMS {
+        let mut send = send.clone().ready().await.unwrap();
+        let req = http::Request::get(format!("https://localhost/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        streams.push(tokio::spawn(async move {
+            let resp = resp.await.unwrap();
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            while let Some(chunk) = body.data().await {
+                let n = chunk.unwrap().len();
+                let _ = body.flow_control().release_capacity(n);
+            }
+            status
+        }));
+    }
+    // Every stream either reaches the backend (and is held there) or is answered at once.
+    let mut releases = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while releases.len() + streams.iter().filter(|s| s.is_finished()).count() < STREAMS {
+        assert!(
+            Instant::now() < deadline,
+            "streams neither held nor answered"
+        );
+        if let Ok(Some(release)) =
+            tokio::time::timeout(Duration::from_millis(50), arrivals.recv()).await
+        {
+            releases.push(release);
+        }
+    }
+    let held = releases.len();
+    assert!(
+        held > 0 && held < STREAMS,
+        "{held} of {STREAMS} reached the backend"
+    );
+    for release in releases {
+        let _ = release.send(());
+    }
+    let mut statuses = Vec::new();
+    for s in streams {
+        statuses.push(
+            tokio::time::timeout(Duration::from_secs(10), s)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert_eq!((ok, refused), (held, STREAMS - held), "{statuses:?}");
+
+    // Descriptors are back: a new request is served, and the backend was never blamed.
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::get("https://localhost/after")
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let release = arrival(&mut arrivals).await;
+    release.send(()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let view = exchange(
+        t.addrs["admin"],
+        b"GET /api/v1/pools/app/backends/gate HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let json: serde_json::Value =
+        serde_json::from_str(view.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["responses"]["failed"], 0, "{json}");
+    assert_eq!(json["responses"]["2xx"], held as u64 + 1, "{json}");
+    assert_eq!(json["retries"]["retried_elsewhere"], 0, "{json}");
+    assert_eq!(json["health"], "healthy", "{json}");
+    t.signal("TERM");
+    t.wait_exit();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut t.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("503: out of local resources"), "{log}");
+}

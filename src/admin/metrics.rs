@@ -178,6 +178,26 @@ impl Collector for Live {
         )?;
         family(
             &mut e,
+            "terminus_backend_queued",
+            "Requests waiting for a slot on the backend (max_connections_per_backend)",
+            None,
+            Gauge,
+            backends
+                .iter()
+                .map(|(p, b)| (labels(p, b), b.queued() as f64)),
+        )?;
+        family(
+            &mut e,
+            "terminus_backend_queue_timeouts",
+            "Requests that waited timeouts.queue for a slot on the backend and got 503",
+            None,
+            Counter,
+            backends
+                .iter()
+                .map(|(p, b)| (labels(p, b), b.queue_timeouts() as f64)),
+        )?;
+        family(
+            &mut e,
             "terminus_backend_weight",
             "The backend's weight",
             None,

@@ -78,6 +78,7 @@ pub struct FileTimeouts {
     pub connect: Option<Spanned<String>>,
     pub response: Option<Spanned<String>>,
     pub upstream_idle: Option<Spanned<String>>,
+    pub queue: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +144,7 @@ pub struct FilePool {
     pub balancer: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
     pub max_idle_per_backend: Option<Spanned<i64>>,
+    pub max_connections_per_backend: Option<Spanned<i64>>,
     pub hash_key: Option<Spanned<String>>,
     pub hash_bounded_load: Option<Spanned<f64>>,
     #[serde(default)]
@@ -183,6 +185,7 @@ pub struct FilePoolTimeouts {
     pub connect: Option<Spanned<String>>,
     pub response: Option<Spanned<String>>,
     pub upstream_idle: Option<Spanned<String>>,
+    pub queue: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -363,6 +363,9 @@ pub struct Pool {
     pub balancer: BalancerKind,
     pub protocol: UpstreamProtocol,
     pub max_idle_per_backend: usize,
+    /// Requests (so HTTP/1 connections) a backend is given at once; more wait in its queue
+    /// for up to `timeouts.queue`. `None`: no bound.
+    pub max_connections_per_backend: Option<usize>,
     pub timeouts: UpstreamTimeouts,
     pub backends: Vec<Backend>,
     /// How requests are keyed: present exactly when the balancer hashes (`is_hashing`).
@@ -452,6 +455,8 @@ pub struct UpstreamTimeouts {
     pub response: Duration,
     /// How long an idle pooled connection to a backend is kept.
     pub upstream_idle: Duration,
+    /// How long a request waits for a backend at `max_connections_per_backend` (then 503).
+    pub queue: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -259,6 +259,14 @@ fn pool_details(out: &mut Out, p: &Pool, l4: bool) {
         )
     };
     out.field("timeouts", &timeouts);
+    let cap = match p.max_connections_per_backend {
+        Some(n) => format!(
+            "{n} at once per backend, more wait up to {} (then 503)",
+            dur(t.queue)
+        ),
+        None => "unbounded per backend".to_string(),
+    };
+    out.field(if l4 { "connections" } else { "requests" }, &cap);
 }
 
 fn hash(h: &HashPolicy) -> String {

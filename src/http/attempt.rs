@@ -83,7 +83,20 @@ pub async fn send_with_retries(
                 ));
             }
         };
-        let in_flight = backend.start();
+        let wait = pool.timeouts.queue;
+        let Some(in_flight) = backend
+            .start_within(pool.max_connections_per_backend, wait)
+            .await
+        else {
+            // As HAProxy's `timeout queue`: 503, and not the backend's failure.
+            warn!(pool = %pool.name, backend = %backend.name, timeout = ?wait, "503: no connection slot on the backend in time");
+            return Err(failed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_timeout",
+                backend,
+                &tried,
+            ));
+        };
         let started = Instant::now();
         let (mut sent, connect) = client.send_timed(req).await;
         if let Some(broken) = framing::check_attempt(&mut sent) {

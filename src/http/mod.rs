@@ -9,7 +9,7 @@ mod exchange;
 mod framing;
 pub mod headers;
 mod proxy;
-mod raw_framing;
+pub(crate) mod raw_framing;
 mod request_key;
 pub(crate) mod rewrite;
 pub mod route;

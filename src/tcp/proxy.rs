@@ -115,7 +115,14 @@ pub async fn connect(pool: &Pool, client: SocketAddr) -> Option<(TcpStream, InFl
     for _ in 0..=pool.retry.attempts {
         let backend = next.take()?;
         tried.push(Arc::as_ptr(&backend) as usize);
-        let in_flight = backend.start();
+        let wait = pool.timeouts.queue;
+        let Some(in_flight) = backend
+            .start_within(pool.max_connections_per_backend, wait)
+            .await
+        else {
+            warn!(backend = %backend.name, timeout = ?wait, "no connection slot on the backend in time (queue timeout)");
+            return None;
+        };
         let attempt =
             tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.address)).await;
         match attempt {

@@ -40,6 +40,12 @@ pub struct Backend {
     /// The address as a URI authority, built once so requests do not format it.
     pub authority: Authority,
     in_flight: AtomicUsize,
+    /// Requests waiting for a slot under the pool's `max_connections_per_backend`.
+    queued: AtomicUsize,
+    /// Woken when a request ends while others wait for a slot.
+    slot_freed: tokio::sync::Notify,
+    /// Requests that waited `timeouts.queue` without getting a slot.
+    queue_timeouts: AtomicU64,
     /// f64 bits, nanoseconds: plain exponentially weighted moving average.
     ewma_ns: AtomicU64,
     /// f64 bits, nanoseconds: peak-sensitive moving average (jumps up at once, decays slowly).
@@ -137,6 +143,9 @@ impl Backend {
             weight: AtomicU32::new(weight),
             authority,
             in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            slot_freed: tokio::sync::Notify::new(),
+            queue_timeouts: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
             peak_ns: AtomicU64::new(0f64.to_bits()),
             last_sample: AtomicU64::new(0),
@@ -251,10 +260,70 @@ impl Backend {
 
     /// Counts a request in flight until the returned guard is dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
             backend: self.clone(),
         }
+    }
+
+    /// `start` once fewer than `max` requests are in flight here (HAProxy's server `maxconn`):
+    /// a request beyond waits in the backend's queue for at most `wait`, and gets `None` if
+    /// no slot came. With HTTP/1 each request in flight holds one connection, so this also
+    /// bounds the connections (and descriptors) a slow backend can take.
+    pub async fn start_within(
+        self: &Arc<Self>,
+        max: Option<usize>,
+        wait: Duration,
+    ) -> Option<InFlight> {
+        let Some(max) = max else {
+            return Some(self.start());
+        };
+        if self.try_start(max) {
+            return Some(self.guard());
+        }
+        // SeqCst here and in `InFlight::drop` (decrement, then look for waiters): either the
+        // ending request sees this waiter and wakes it, or the waiter's next try sees the
+        // slot it freed.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let _left = Queued(&self.queued);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_start(max) {
+                return Some(self.guard());
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+
+    fn try_start(&self, max: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// The guard for a request already counted in flight.
+    fn guard(self: &Arc<Self>) -> InFlight {
+        InFlight {
+            backend: self.clone(),
+        }
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Requests that waited for a slot until `timeouts.queue` ran out.
+    pub fn queue_timeouts(&self) -> u64 {
+        self.queue_timeouts.load(Ordering::Relaxed)
     }
 
     /// Records one response time. Concurrent updates may lose a sample; the averages stay sound.
@@ -314,7 +383,19 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.backend.queued.load(Ordering::SeqCst) > 0 {
+            self.backend.slot_freed.notify_one();
+        }
+    }
+}
+
+/// Counts a request in its backend's queue while it waits.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Pool {
     pub balancer_kind: BalancerKind,
     pub protocol: UpstreamProtocol,
     pub timeouts: UpstreamTimeouts,
+    /// Requests (L4: connections) each backend is given at once; more wait in its queue.
+    pub max_connections_per_backend: Option<usize>,
     pub backends: Vec<Arc<Backend>>,
     /// Active health checks, run by tasks the server starts.
     pub health: Option<Arc<config::HealthCheck>>,
@@ -115,6 +117,7 @@ impl Pool {
             balancer_kind: spec.balancer,
             protocol: spec.protocol,
             timeouts: spec.timeouts,
+            max_connections_per_backend: spec.max_connections_per_backend,
             hash_key: spec.hash.as_ref().map(|h| h.key.clone()),
             selector: Selector::new(
                 &backends,

@@ -137,8 +137,15 @@ impl Process {
     /// Runs `terminus` with `args` and waits (bounded) until it prints `expect_listeners`
     /// "listening" lines.
     pub fn spawn(args: &[&str], expect_listeners: usize) -> Process {
-        let mut child = Command::new(binary())
-            .args(args)
+        let mut command = Command::new(binary());
+        command.args(args);
+        Self::spawn_command(command, expect_listeners)
+    }
+
+    /// `spawn` with a command of the caller's (one that ends by running terminus, e.g.
+    /// through `sh -c 'ulimit ...; exec ...'`).
+    pub fn spawn_command(mut command: Command, expect_listeners: usize) -> Process {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

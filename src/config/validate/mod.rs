@@ -137,10 +137,13 @@ impl Validator<'_> {
             );
         }
         let limits = self.limits(&f.limits);
+        let connect = self.duration(&t.connect, Duration::from_secs(5));
         let upstream = UpstreamTimeouts {
-            connect: self.duration(&t.connect, Duration::from_secs(5)),
+            connect,
             response: self.duration(&t.response, Duration::from_secs(60)),
             upstream_idle: self.duration(&t.upstream_idle, Duration::from_secs(90)),
+            // As HAProxy's `timeout queue`: the connect timeout unless set.
+            queue: self.duration(&t.queue, connect),
         };
         let certificates = self.certificates(&f.certificates);
         let mut pools = self.pools(&f.pools, upstream);

@@ -9,6 +9,11 @@ use super::Validator;
 use crate::config::file::*;
 use crate::config::*;
 
+/// A backend's bound on concurrent requests unless the pool sets one: Envoy's circuit-breaker
+/// default. It holds terminus's descriptors and the backend's load in check when the backend
+/// slows down; HAProxy and nginx leave it unbounded.
+const DEFAULT_MAX_CONNECTIONS_PER_BACKEND: i64 = 1024;
+
 impl Validator<'_> {
     pub(super) fn pools(&mut self, pools: &[FilePool], defaults: UpstreamTimeouts) -> Vec<Pool> {
         self.unique("pool", pools.iter().map(|p| &p.name));
@@ -53,7 +58,13 @@ impl Validator<'_> {
             connect: self.duration(&p.timeouts.connect, defaults.connect),
             response: self.duration(&p.timeouts.response, defaults.response),
             upstream_idle: self.duration(&p.timeouts.upstream_idle, defaults.upstream_idle),
+            queue: self.duration(&p.timeouts.queue, defaults.queue),
         };
+        let max_conns = p
+            .max_connections_per_backend
+            .as_ref()
+            .and_then(|m| self.int_in(m, 0, 1_000_000, "max_connections_per_backend"))
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_BACKEND);
         if p.backends.is_empty() {
             self.err(
                 p.name.span(),
@@ -79,6 +90,7 @@ impl Validator<'_> {
             balancer,
             protocol,
             max_idle_per_backend: max_idle,
+            max_connections_per_backend: (max_conns > 0).then_some(max_conns as usize),
             timeouts,
             backends,
             hash: self.hash_policy(p, balancer),
