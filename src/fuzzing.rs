@@ -2,6 +2,7 @@
 //! of any input. `fuzz/` runs them under libFuzzer; `tests/fuzz_corpus.rs` replays the saved
 //! corpus and regressions on stable Rust. A panic here is a finding (docs/fuzzing.md).
 
+use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -13,11 +14,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
 use crate::config::{self, ProxyProtocol, SameSite, StickyCookieSpec, UpstreamProtocol};
+use crate::http::raw_framing::{Reader, Verdicts};
 use crate::http::{headers, rewrite, ConnInfo, Router};
 use crate::tcp::client_hello::{HelloReader, MAX_HELLO};
 use crate::tcp::proxy_protocol::{self, TlsInfo};
 use crate::tls::ClientCert;
 use crate::upstream::persistence::StickyCookie;
+use crate::upstream::response_heads::ResponseHeads;
 
 /// `config::parse`: errors point inside the text; a valid config keeps its indexes in range
 /// and its names valid; parsing is deterministic.
@@ -468,4 +471,200 @@ fn check_client_cert(h: &HeaderMap, cert: Option<&ClientCert>) {
         values("x-forwarded-client-cert"),
         expected(cert.map(|c| &c.xfcc))
     );
+}
+
+/// Header-field limits for the request reader (byte 1, low two bits): below, at and above the
+/// fields it parses on the stack (100), and the configuration's floor (8) and less.
+const MAX_HEADERS: [usize; 4] = [2, 8, 100, 150];
+
+/// Streams longer than this are not also fed byte by byte.
+const BYTEWISE: usize = 1024;
+
+/// The second reading of HTTP/1 framing, of a client's request stream
+/// (`raw_framing::Reader`) and of a backend's response heads (`ResponseHeads`), both over the
+/// bytes after the first two. Byte 0 shapes the pieces the stream arrives in (low four bits:
+/// pieces of 1 to 2^n bytes, n at most 11; high four: their sequence); byte 1 sets a small head
+/// limit (bits 2-7: 1 to 2017 bytes) and the field limit (bits 0-1, `MAX_HEADERS`).
+///
+/// Requests: fed at once, in those pieces, and byte by byte (short streams), a reader whose
+/// head limit is never reached reads as many heads and gives the same verdicts on each; a
+/// reader with the small limit keeps at most that many bytes of a head, stops once a head
+/// outgrows it, and flags nothing the first did not. Responses: the stream is a backend
+/// connection's exchanges, split at NUL bytes (which no head holds); the exchange whose read
+/// fails, if any, is the same however each exchange arrives.
+pub fn raw_framing(data: &[u8]) {
+    let [shape, limits, ref stream @ ..] = *data else {
+        return;
+    };
+    let max_headers = MAX_HEADERS[usize::from(limits & 3)];
+    let max_head = 1 + usize::from(limits >> 2) * 32;
+    let mut splits = vec![Splitter::shaped(shape)];
+    if stream.len() <= BYTEWISE {
+        splits.push(Splitter::bytewise());
+    }
+
+    // (a) The verdicts do not depend on how the stream is cut.
+    let (whole, whole_cell) = read_requests(&Splitter::whole().split(stream), max_headers);
+    let (.., heads) = whole.observe();
+    let expected = first_verdicts(&whole_cell, heads + 1);
+    for split in &mut splits {
+        let (reader, cell) = read_requests(&split.split(stream), max_headers);
+        let (.., read) = reader.observe();
+        assert_eq!(read, heads, "heads read in pieces of {split:?}");
+        let verdicts = first_verdicts(&cell, heads + 1);
+        assert_eq!(verdicts, expected, "verdicts in pieces of {split:?}");
+    }
+
+    // (b) A head past the limit stops the reader, which never keeps more than the limit.
+    let mut split = Splitter::shaped(shape);
+    let cell = Verdicts::default();
+    let mut bounded = Reader::new(max_head, max_headers);
+    let kept_at_most = |reader: &Reader| {
+        let (following, _, kept, _) = reader.observe();
+        assert!(
+            kept <= max_head,
+            "kept {kept} bytes (following: {following}) > {max_head}"
+        );
+        reader.observe()
+    };
+    for piece in split.split(stream) {
+        bounded.feed(piece, &cell);
+        kept_at_most(&bounded);
+    }
+    let (_, at_head, _, read) = bounded.observe();
+    assert!(
+        read <= heads,
+        "the bounded reader read {read} heads of {heads}"
+    );
+    let verdicts = first_verdicts(&cell, heads + 1);
+    for (bounded, whole) in verdicts.iter().zip(&expected) {
+        assert!(
+            bounded.is_none() || bounded == whole,
+            "the bounded reader flagged {verdicts:?}, the whole {expected:?}"
+        );
+    }
+    if at_head {
+        // An unfinished head (or none yet): max_head + 1 more bytes of it, with no line end.
+        for piece in split.split(&vec![b'a'; max_head + 1]) {
+            bounded.feed(piece, &cell);
+            kept_at_most(&bounded);
+        }
+        let (following, ..) = bounded.observe();
+        assert!(
+            !following,
+            "still following past a head of {max_head} bytes"
+        );
+    }
+
+    // (c) The response reader fails the same exchange however the bytes arrive.
+    let exchanges: Vec<&[u8]> = stream.split(|&b| b == 0).collect();
+    let expected = failed_exchange(&exchanges, &mut Splitter::whole());
+    for split in &mut splits {
+        let failed = failed_exchange(&exchanges, split);
+        assert_eq!(failed, expected, "responses in pieces of {split:?}");
+    }
+}
+
+/// Cuts a stream into pieces: whole, or of 1 to `bound` bytes each, their sizes drawn from a
+/// xorshift sequence.
+#[derive(Debug)]
+struct Splitter {
+    bound: Option<usize>,
+    seed: u32,
+}
+
+impl Splitter {
+    fn whole() -> Self {
+        Self {
+            bound: None,
+            seed: 1,
+        }
+    }
+
+    fn bytewise() -> Self {
+        Self {
+            bound: Some(1),
+            seed: 1,
+        }
+    }
+
+    /// Low four bits: the log2 of the bound (at most 2048); high four: the sequence.
+    fn shaped(shape: u8) -> Self {
+        Self {
+            bound: Some(1 << (shape & 15).min(11)),
+            seed: (u32::from(shape >> 4) + 1).wrapping_mul(0x9E37_79B9),
+        }
+    }
+
+    fn split<'a>(&mut self, mut data: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut pieces = Vec::new();
+        while !data.is_empty() {
+            let size = match self.bound {
+                None => data.len(),
+                Some(bound) => {
+                    self.seed ^= self.seed << 13;
+                    self.seed ^= self.seed >> 17;
+                    self.seed ^= self.seed << 5;
+                    1 + self.seed as usize % bound
+                }
+            };
+            let (piece, rest) = data.split_at(size.min(data.len()));
+            pieces.push(piece);
+            data = rest;
+        }
+        pieces
+    }
+}
+
+/// A request reader whose head limit no head reaches, after `pieces`.
+fn read_requests(pieces: &[&[u8]], max_headers: usize) -> (Reader, Verdicts) {
+    let cell = Verdicts::default();
+    let mut reader = Reader::new(usize::MAX, max_headers);
+    for piece in pieces {
+        reader.feed(piece, &cell);
+    }
+    (reader, cell)
+}
+
+/// What the service is told about each of the first `n` requests.
+fn first_verdicts(cell: &Verdicts, n: u64) -> Vec<Option<impl Debug + PartialEq>> {
+    (0..n).map(|_| cell.next_request()).collect()
+}
+
+/// The response reader over `exchanges`, each cut by `split`, with no head limit: the exchange
+/// whose read fails, if any. A request goes out before each exchange; the next one only if
+/// hyper would go on with the connection, having read this exchange's final head whole.
+fn failed_exchange(exchanges: &[&[u8]], split: &mut Splitter) -> Option<usize> {
+    let mut reader = ResponseHeads::new((), true, usize::MAX, 128);
+    for (i, exchange) in exchanges.iter().enumerate() {
+        reader.wrote(b"GET / HTTP/1.1\r\n");
+        if split
+            .split(exchange)
+            .iter()
+            .any(|p| reader.feed(p).is_err())
+        {
+            return Some(i);
+        }
+        if !final_head_whole(exchange) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether `exchange` starts with 1xx heads and a final response head httparse takes whole (a
+/// 101 ends HTTP/1 on the connection).
+fn final_head_whole(mut exchange: &[u8]) -> bool {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut response = httparse::Response::new(&mut fields);
+        let Ok(httparse::Status::Complete(used)) = response.parse(exchange) else {
+            return false;
+        };
+        match response.code {
+            Some(101) => return false,
+            Some(100..=199) => exchange = &exchange[used..],
+            _ => return true,
+        }
+    }
 }

@@ -58,3 +58,8 @@ fn sticky_cookie() {
 fn rewrite() {
     replay("rewrite", fuzzing::rewrite);
 }
+
+#[test]
+fn raw_framing() {
+    replay("raw_framing", fuzzing::raw_framing);
+}

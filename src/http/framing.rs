@@ -12,9 +12,9 @@
 //!
 //! hyper resolves two cases before the service sees them, so they never reach these checks:
 //! repeated identical Content-Length lines are merged into one, and a Content-Length next to
-//! Transfer-Encoding is dropped, the body read as chunked and the connection closed after the
-//! answer (RFC 9112 section 6.1). Both leave a single reading of the message, which is the one
-//! terminus forwards. tests/smuggling.rs holds the vectors.
+//! Transfer-Encoding is dropped. `raw_framing` (requests) and `upstream::response_heads`
+//! (responses) read the raw heads beside hyper to find them; the refusals are made here and in
+//! the proxy. tests/smuggling.rs holds the vectors.
 
 use std::fmt;
 

@@ -73,7 +73,7 @@ enum State {
 
 /// A chunked body, step by step as hyper's decoder reads it (hyper `proto::h1::decode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// The first digit of a chunk size.
     Start,
     Size(u64),
@@ -147,8 +147,11 @@ impl Reader {
                             return;
                         }
                         None => {
-                            self.partial = partial;
-                            self.check_partial_size();
+                            // Not whole yet; a head that did not parse stopped the reader.
+                            if self.state == State::Head {
+                                self.partial = partial;
+                                self.check_partial_size();
+                            }
                             return;
                         }
                     }
@@ -162,21 +165,30 @@ impl Reader {
                     };
                     data = &data[n as usize..];
                 }
-                State::Chunked(Chunk::Data(left)) => {
-                    let n = left.min(data.len() as u64);
-                    self.state = State::Chunked(if n == left {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data(left - n)
-                    });
-                    data = &data[n as usize..];
-                }
                 State::Chunked(chunk) => {
-                    self.state = chunk_step(chunk, data[0]);
-                    data = &data[1..];
+                    let (at, used) = follow_chunked(chunk, data);
+                    self.state = match at {
+                        Chunked::In(chunk) => State::Chunked(chunk),
+                        Chunked::Ended => State::Head,
+                        Chunked::Broken => State::Off,
+                    };
+                    data = &data[used..];
                 }
             }
         }
+    }
+
+    /// For the fuzz target (`crate::fuzzing::raw_framing`) only: whether the reader still
+    /// follows the stream, whether it is at or inside a request head, how many bytes of an
+    /// unfinished head it keeps, and how many heads it has read.
+    pub(crate) fn observe(&self) -> (bool, bool, usize, u64) {
+        let following = self.state != State::Off;
+        (
+            following,
+            self.state == State::Head,
+            self.partial.len(),
+            self.next,
+        )
     }
 
     fn keep_partial(&mut self, data: &[u8]) {
@@ -277,8 +289,44 @@ pub(crate) fn may_end_head(window: &[u8]) -> bool {
     window.windows(2).any(|w| w == b"\n\n") || window.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// One byte of a chunked body outside chunk data; `Off` where hyper's decoder fails.
-fn chunk_step(chunk: Chunk, byte: u8) -> State {
+/// Where a chunked body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunked {
+    In(Chunk),
+    /// Its last CRLF has been read.
+    Ended,
+    /// Bytes hyper's decoder refuses.
+    Broken,
+}
+
+/// Follows a chunked body from `chunk` through `data` as hyper's decoder reads it: where the
+/// body stands after, and how many bytes of `data` it took (fewer than all only when it ended
+/// or broke inside `data`).
+pub(crate) fn follow_chunked(mut chunk: Chunk, data: &[u8]) -> (Chunked, usize) {
+    let mut used = 0;
+    while used < data.len() {
+        if let Chunk::Data(left) = chunk {
+            let n = left.min((data.len() - used) as u64);
+            chunk = if n == left {
+                Chunk::DataCr
+            } else {
+                Chunk::Data(left - n)
+            };
+            used += n as usize;
+            continue;
+        }
+        let step = chunk_step(chunk, data[used]);
+        used += 1;
+        match step {
+            Chunked::In(next) => chunk = next,
+            done => return (done, used),
+        }
+    }
+    (Chunked::In(chunk), used)
+}
+
+/// One byte of a chunked body outside chunk data.
+fn chunk_step(chunk: Chunk, byte: u8) -> Chunked {
     let hex = |b: u8| (b as char).to_digit(16).map(u64::from);
     let next = match (chunk, byte) {
         (Chunk::Start, b) => hex(b).map(Chunk::Size),
@@ -302,14 +350,14 @@ fn chunk_step(chunk: Chunk, byte: u8) -> State {
         (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
         (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
         (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
-        (Chunk::EndLf, b'\n') => return State::Head,
+        (Chunk::EndLf, b'\n') => return Chunked::Ended,
         _ => None,
     };
-    next.map_or(State::Off, State::Chunked)
+    next.map_or(Chunked::Broken, Chunked::In)
 }
 
 /// A Content-Length value as hyper reads it: digits only, no overflow.
-fn digits(value: &[u8]) -> Option<u64> {
+pub(crate) fn digits(value: &[u8]) -> Option<u64> {
     let value = trim(value);
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;

@@ -45,8 +45,9 @@ struct BackendConnector {
     handshake_timeout: Duration,
     /// The pool speaks HTTP/2 by prior knowledge.
     http2: bool,
-    /// The largest response head hyper accepts.
+    /// The largest response head hyper accepts, and its most fields.
     max_head: usize,
+    max_headers: usize,
 }
 
 impl tower_service::Service<Uri> for BackendConnector {
@@ -66,14 +67,14 @@ impl tower_service::Service<Uri> for BackendConnector {
         let tcp = self.inner.call(self.target.clone());
         let tls = self.tls.clone();
         let timeout = self.handshake_timeout;
-        let (http2, max_head) = (self.http2, self.max_head);
+        let (http2, max_head, max_headers) = (self.http2, self.max_head, self.max_headers);
         Box::pin(async move {
             let tcp = tcp.await?.into_inner();
             let stream = match tls {
-                None => UpstreamStream::plain(tcp, http2, max_head),
+                None => UpstreamStream::plain(tcp, http2, max_head, max_headers),
                 Some((tls, name)) => {
                     let stream = tls.handshake(tcp, name, timeout).await?;
-                    UpstreamStream::tls(stream, http2, max_head)
+                    UpstreamStream::tls(stream, http2, max_head, max_headers)
                 }
             };
             if let Some(slot) = slot {
@@ -271,6 +272,7 @@ impl UpstreamClient {
                 handshake_timeout: pool.timeouts.connect,
                 http2: pool.protocol == UpstreamProtocol::Http2,
                 max_head: pool.max_response_header_bytes.max(8192),
+                max_headers: pool.max_response_headers,
             }),
             response_timeout: pool.timeouts.response,
         }

@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http::raw_framing::{digits, follow_chunked, Chunk, Chunked};
+
 /// Response header fields parsed on the stack; past this the head is left to hyper, whose
 /// own limit (`max_response_headers`) decides.
 const STACK_HEADERS: usize = 128;
@@ -31,11 +33,17 @@ impl AmbiguousResponse {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// No request is waiting for its response head.
+    /// No request is waiting for its response.
     Idle,
-    /// A request went out: the next bytes start its response head.
-    Awaiting,
-    /// The connection switched protocols (101), or speaks HTTP/2: never reads heads again.
+    /// A request went out: the next bytes start its response head. `head_request`: it was a
+    /// HEAD, whose response has no body whatever its head says.
+    Awaiting { head_request: bool },
+    /// In a response body framed by Content-Length: this many bytes left.
+    Fixed(u64),
+    /// In a chunked response body.
+    Chunked(Chunk),
+    /// The connection switched protocols (101), speaks HTTP/2, or has a body that ends with
+    /// the connection: never reads heads again.
     Off,
 }
 
@@ -49,16 +57,19 @@ pub struct ResponseHeads<S> {
     partial: Vec<u8>,
     /// Past this many bytes a head is hyper's error, and is left to it.
     max_head: usize,
+    /// hyper's bound on response header fields (`max_response_headers`).
+    max_headers: usize,
 }
 
 impl<S> ResponseHeads<S> {
     /// `inner`, read as HTTP/1 when `http1` (else passed through untouched).
-    pub fn new(inner: S, http1: bool, max_head: usize) -> Self {
+    pub fn new(inner: S, http1: bool, max_head: usize, max_headers: usize) -> Self {
         Self {
             inner,
             state: if http1 { State::Idle } else { State::Off },
             partial: Vec::new(),
             max_head,
+            max_headers,
         }
     }
 
@@ -66,72 +77,151 @@ impl<S> ResponseHeads<S> {
         &self.inner
     }
 
-    fn wrote(&mut self) {
+    /// Bytes went out. On an idle connection they start a request (hyper writes the next
+    /// request only once the last response has ended), so its response head comes next; the
+    /// request line says whether it is a HEAD. Writes during a response (a request body still
+    /// going out after an early answer) change nothing. `pub(crate)` for the fuzz target.
+    pub(crate) fn wrote(&mut self, first: &[u8]) {
         if self.state == State::Idle {
-            self.state = State::Awaiting;
+            self.state = State::Awaiting {
+                head_request: first.starts_with(b"HEAD "),
+            };
         }
     }
 
     /// Reads the next bytes from the backend; `Err` when they complete an ambiguous head.
-    fn feed(&mut self, data: &[u8]) -> Result<(), AmbiguousResponse> {
-        if self.state != State::Awaiting || data.is_empty() {
-            return Ok(());
+    /// `pub(crate)` for the fuzz target (`crate::fuzzing::raw_framing`).
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), AmbiguousResponse> {
+        while !data.is_empty() {
+            match self.state {
+                State::Idle | State::Off => return Ok(()),
+                State::Awaiting { head_request } => {
+                    if self.partial.is_empty() {
+                        let used = self.heads(data, head_request)?;
+                        data = &data[used..];
+                        continue;
+                    }
+                    let seen = self.partial.len();
+                    self.partial.extend_from_slice(data);
+                    if !crate::http::may_end_head(&self.partial[seen.saturating_sub(2)..]) {
+                        self.bound_partial();
+                        return Ok(());
+                    }
+                    let partial = std::mem::take(&mut self.partial);
+                    let used = self.heads(&partial, head_request)?;
+                    // `partial` is empty again, so this goes no deeper.
+                    return self.feed(&partial[used.min(partial.len())..]);
+                }
+                State::Fixed(left) => {
+                    let n = left.min(data.len() as u64);
+                    self.state = if n == left {
+                        State::Idle
+                    } else {
+                        State::Fixed(left - n)
+                    };
+                    data = &data[n as usize..];
+                }
+                State::Chunked(chunk) => {
+                    let (at, used) = follow_chunked(chunk, data);
+                    self.state = match at {
+                        Chunked::In(chunk) => State::Chunked(chunk),
+                        Chunked::Ended => State::Idle,
+                        Chunked::Broken => State::Off,
+                    };
+                    data = &data[used..];
+                }
+            }
         }
-        if self.partial.is_empty() {
-            return self.heads(data);
-        }
-        let seen = self.partial.len();
-        self.partial.extend_from_slice(data);
-        if !crate::http::may_end_head(&self.partial[seen.saturating_sub(2)..]) {
-            self.bound_partial();
-            return Ok(());
-        }
-        let partial = std::mem::take(&mut self.partial);
-        self.heads(&partial)
+        Ok(())
     }
 
     /// Parses the heads at the start of `data`: 1xx heads are passed over, the final one is
-    /// judged.
-    fn heads(&mut self, mut data: &[u8]) -> Result<(), AmbiguousResponse> {
+    /// judged and sets how its body is framed. Returns the bytes taken (all of `data` when the
+    /// head is not whole yet, kept in `partial`).
+    fn heads(&mut self, mut data: &[u8], head_request: bool) -> Result<usize, AmbiguousResponse> {
+        let mut taken = 0;
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; STACK_HEADERS];
-            let mut resp = httparse::Response::new(&mut fields);
+            let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+            let mut heap;
+            let fields: &mut [httparse::Header<'_>] = if self.max_headers <= STACK_HEADERS {
+                &mut stack
+            } else {
+                heap = vec![httparse::EMPTY_HEADER; self.max_headers];
+                &mut heap
+            };
+            let mut resp = httparse::Response::new(fields);
             let used = match resp.parse(data) {
                 Ok(httparse::Status::Complete(used)) => used,
                 Ok(httparse::Status::Partial) => {
                     self.partial.extend_from_slice(data);
                     self.bound_partial();
-                    return Ok(());
+                    return Ok(taken + data.len());
                 }
-                // hyper refuses it as well, or (too many fields) applies its own limit.
+                // hyper refuses it as well, and drops the connection.
                 Err(_) => {
-                    self.state = State::Idle;
-                    return Ok(());
+                    self.stop();
+                    return Ok(taken + data.len());
                 }
             };
-            match resp.code {
-                Some(101) => {
-                    self.state = State::Off;
-                    return Ok(());
+            taken += used;
+            let code = resp.code.unwrap_or(0);
+            match code {
+                101 => {
+                    self.stop();
+                    return Ok(taken);
                 }
-                Some(100..=199) => data = &data[used..],
-                _ => {
-                    self.state = State::Idle;
-                    let named =
-                        |n: &str| resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
-                    if named("content-length") && named("transfer-encoding") {
-                        return Err(AmbiguousResponse);
-                    }
-                    return Ok(());
+                100..=199 => {
+                    data = &data[used..];
+                    continue;
                 }
+                _ => {}
             }
+            let mut lengths = resp
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+            let mut codings = resp
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            let (length, coding) = (lengths.next(), codings.next_back());
+            if length.is_some() && coding.is_some() {
+                self.stop();
+                return Err(AmbiguousResponse);
+            }
+            // The body, framed as hyper's client reads it (RFC 9112 section 6.3).
+            self.state = if head_request || code == 204 || code == 304 {
+                State::Idle
+            } else if let Some(coding) = coding {
+                let last = coding.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    State::Chunked(Chunk::Start)
+                } else {
+                    // Read until the backend closes (or refused): nothing follows.
+                    State::Off
+                }
+            } else if let Some(length) = length {
+                match digits(length.value) {
+                    Some(0) => State::Idle,
+                    Some(n) => State::Fixed(n),
+                    None => State::Off,
+                }
+            } else {
+                // Delimited by the end of the connection.
+                State::Off
+            };
+            return Ok(taken);
         }
+    }
+
+    fn stop(&mut self) {
+        self.state = State::Off;
+        self.partial = Vec::new();
     }
 
     fn bound_partial(&mut self) {
         if self.partial.len() > self.max_head {
-            self.partial = Vec::new();
-            self.state = State::Idle;
+            self.stop();
         }
     }
 }
@@ -162,7 +252,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseHeads<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.wrote();
+                self.wrote(buf);
             }
         }
         polled
@@ -176,7 +266,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseHeads<S> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             if n > 0 {
-                self.wrote();
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                self.wrote(first);
             }
         }
         polled
@@ -199,10 +293,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ResponseHeads<S> {
 mod tests {
     use super::*;
 
+    const GET: &[u8] = b"GET / HTTP/1.1\r\n";
+    /// 66 bytes that would be an ambiguous head if read as one.
+    const AMBIGUOUS: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+
     /// A reader whose connection has just sent a request.
     fn reader() -> ResponseHeads<()> {
-        let mut r = ResponseHeads::new((), true, 8192);
-        r.wrote();
+        let mut r = ResponseHeads::new((), true, 8192, 100);
+        r.wrote(GET);
         r
     }
 
@@ -217,29 +316,57 @@ mod tests {
     }
 
     #[test]
-    fn a_body_is_not_read_as_a_head_until_the_next_request() {
+    fn bodies_and_writes_during_them_are_never_read_as_heads() {
+        assert_eq!(AMBIGUOUS.len(), 66);
         let mut r = reader();
         assert!(r
-            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 80\r\n\r\n")
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 132\r\n\r\n")
             .is_ok());
-        let inner = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(r.feed(inner).is_ok(), "body bytes are not a head");
-        r.wrote();
-        assert!(r.feed(inner).is_err(), "after a new request they are");
+        assert!(r.feed(AMBIGUOUS).is_ok(), "body bytes are not a head");
+        // A request body still going out after an early answer is not a new request.
+        r.wrote(GET);
+        assert!(r.feed(AMBIGUOUS).is_ok(), "the rest of the body");
+        // A chunked body, then a HEAD whose answer declares a body it does not carry.
+        r.wrote(GET);
+        assert!(r
+            .feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n42\r\n")
+            .is_ok());
+        r.wrote(GET);
+        assert!(r.feed(AMBIGUOUS).is_ok());
+        assert!(r.feed(b"\r\n0\r\n\r\n").is_ok());
+        r.wrote(b"HEAD / HTTP/1.1\r\n");
+        assert!(r
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 66\r\n\r\n")
+            .is_ok());
+        r.wrote(GET);
+        assert!(
+            r.feed(AMBIGUOUS).is_err(),
+            "after a new request it is a head"
+        );
+    }
+
+    #[test]
+    fn many_fields_are_read_up_to_the_configured_bound() {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..200 {
+            head.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut r = ResponseHeads::new((), true, 1 << 20, 300);
+        r.wrote(GET);
+        assert!(r.feed(&head).is_err());
     }
 
     #[test]
     fn http2_and_switched_connections_are_passed_through() {
-        let ambiguous =
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut r = ResponseHeads::new((), false, 8192);
-        r.wrote();
-        assert!(r.feed(ambiguous).is_ok());
+        let mut r = ResponseHeads::new((), false, 8192, 100);
+        r.wrote(GET);
+        assert!(r.feed(AMBIGUOUS).is_ok());
         let mut r = reader();
         assert!(r
             .feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
             .is_ok());
-        r.wrote();
-        assert!(r.feed(ambiguous).is_ok());
+        r.wrote(GET);
+        assert!(r.feed(AMBIGUOUS).is_ok());
     }
 }

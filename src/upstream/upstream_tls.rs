@@ -154,15 +154,28 @@ pub enum UpstreamStream {
 
 impl UpstreamStream {
     /// A plain connection; its responses are HTTP/1 unless `http2`.
-    pub fn plain(tcp: TcpStream, http2: bool, max_head: usize) -> Self {
-        Self::Plain(TokioIo::new(ResponseHeads::new(tcp, !http2, max_head)))
+    pub fn plain(tcp: TcpStream, http2: bool, max_head: usize, max_headers: usize) -> Self {
+        Self::Plain(TokioIo::new(ResponseHeads::new(
+            tcp,
+            !http2,
+            max_head,
+            max_headers,
+        )))
     }
 
     /// A TLS connection; ALPN (or `http2`, prior knowledge) says whether it speaks HTTP/2.
-    pub fn tls(stream: TlsStream<TcpStream>, http2: bool, max_head: usize) -> Self {
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        http2: bool,
+        max_head: usize,
+        max_headers: usize,
+    ) -> Self {
         let h2 = http2 || stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Self::Tls(Box::new(TokioIo::new(ResponseHeads::new(
-            stream, !h2, max_head,
+            stream,
+            !h2,
+            max_head,
+            max_headers,
         ))))
     }
 }
