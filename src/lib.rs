@@ -18,3 +18,11 @@ pub mod upstream;
 pub mod watch;
 
 pub use server::{ReloadSummary, Server};
+
+/// For the micro-benchmarks in `benches/` only, not an API: the request head rewrite, whose
+/// module (`http::rewrite`) is crate-private. Re-exported here rather than making the module
+/// public, so that nothing else of it leaks out.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::http::rewrite::{for_backend, prepare};
+}
