@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::tls::ClientCert;
@@ -61,50 +62,73 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 pub struct ForwardedFor<'a> {
     pub client: SocketAddr,
     pub proto: &'static str,
-    pub host: Option<&'a str>,
+    /// The request's `Host`, as it came.
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Sets the forwarding headers: X-Forwarded-For and Forwarded get this hop appended to what
 /// earlier proxies wrote; X-Forwarded-Proto and X-Forwarded-Host describe this hop only.
+/// Each value is written once into a buffer of its final size: two allocations a request
+/// (this runs on every request; `benches/rewrite.rs` measures it).
 pub fn add_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
+    use std::fmt::Write;
     let ip = f.client.ip();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
+    // The longest IPv6 text is 45 bytes.
+    let prev = appendable(headers.get(&X_FORWARDED_FOR));
+    let mut xff = BytesMut::with_capacity(prev.map_or(0, |p| p.len() + 2) + 45);
+    if let Some(prev) = prev {
+        xff.extend_from_slice(prev);
+        xff.extend_from_slice(b", ");
+    }
+    let _ = write!(xff, "{ip}");
     set(headers, &X_FORWARDED_FOR, xff);
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut element = format!("for={node};proto={}", f.proto);
-    match f.host {
-        Some(host) => {
-            if let Ok(v) = HeaderValue::from_str(host) {
-                headers.insert(&X_FORWARDED_HOST, v);
-            }
-            if host
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            {
-                element.push_str(&format!(";host=\"{host}\""));
-            }
+    let visible = f.host.filter(|h| h.to_str().is_ok());
+    // The host goes in Forwarded only as a quoted-string that needs no escapes.
+    let host = visible.filter(|h| {
+        h.as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    });
+    match visible {
+        Some(h) => {
+            headers.insert(&X_FORWARDED_HOST, h.clone());
         }
         None => {
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
-        _ => element,
+    let prev = appendable(headers.get(header::FORWARDED));
+    let mut forwarded = BytesMut::with_capacity(
+        prev.map_or(0, |p| p.len() + 2) + 64 + host.map_or(0, |h| h.len() + 8),
+    );
+    if let Some(prev) = prev {
+        forwarded.extend_from_slice(prev);
+        forwarded.extend_from_slice(b", ");
+    }
+    let _ = if ip.is_ipv6() {
+        write!(forwarded, "for=\"[{ip}]\";proto={}", f.proto)
+    } else {
+        write!(forwarded, "for={ip};proto={}", f.proto)
     };
+    if let Some(host) = host {
+        forwarded.extend_from_slice(b";host=\"");
+        forwarded.extend_from_slice(host.as_bytes());
+        forwarded.extend_from_slice(b"\"");
+    }
     set(headers, &header::FORWARDED, forwarded);
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::try_from(value) {
+/// An earlier proxy's value to append this hop to; `None` when there is none worth keeping.
+fn appendable(value: Option<&HeaderValue>) -> Option<&[u8]> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .map(str::as_bytes)
+        .filter(|v| !v.trim_ascii().is_empty())
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: impl Into<Bytes>) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(value.into()) {
         headers.insert(name, v);
     }
 }
@@ -200,7 +224,7 @@ mod tests {
         let f = ForwardedFor {
             client: "[::1]:5000".parse().unwrap(),
             proto: "https",
-            host: Some("a.test:8443"),
+            host: Some(&HeaderValue::from_static("a.test:8443")),
         };
         add_forwarded(&mut h, &f);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");

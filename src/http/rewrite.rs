@@ -18,6 +18,9 @@ pub fn prepare(
     conn: &ConnInfo,
     protocol: UpstreamProtocol,
 ) -> Result<bool, &'static str> {
+    // Room for the fields added below (Host, the four forwarding fields, the certificate
+    // verdict), so the map grows once rather than field by field.
+    parts.headers.reserve(6);
     // HTTP/2 clients name the host in :authority; HTTP/1.1 backends need it in Host.
     if !parts.headers.contains_key(header::HOST) {
         if let Some(v) = parts
@@ -36,7 +39,7 @@ pub fn prepare(
     let forwarded = ForwardedFor {
         client: conn.client,
         proto: conn.proto,
-        host: host_str,
+        host: host.as_ref(),
     };
     headers::add_forwarded(&mut parts.headers, &forwarded);
     headers::set_client_cert(&mut parts.headers, conn.client_cert.as_deref());
