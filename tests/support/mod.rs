@@ -577,7 +577,8 @@ pub async fn until_run(conn: &mut Conn, run: usize, pred: impl Fn(&Answer) -> bo
     answers
 }
 
-/// A backend that reports each request's arrival and answers "done" only when released.
+/// A backend that reports each request's arrival and answers "done" only when released, then
+/// closes the connection (and says so, so that it is never reused).
 pub async fn gated_backend() -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::Receiver<oneshot::Sender<()>>,
@@ -602,7 +603,9 @@ pub async fn gated_backend() -> (
                 let _ = tx.send(release_tx).await;
                 let _ = release_rx.await;
                 let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\ndone",
+                    )
                     .await;
             });
         }
