@@ -631,9 +631,10 @@ async fn a_full_backend_queues_requests_and_a_queue_timeout_is_a_503() {
     let gate = t.pools[0].backends[0].clone();
 
     // Two requests take the two slots; the third waits in the backend's queue.
+    // One after the other, so that each release belongs to the request it is named for.
     let first = spawn_get(addr, "/1");
-    let second = spawn_get(addr, "/2");
     let release_1 = arrival(&mut arrivals).await;
+    let second = spawn_get(addr, "/2");
     let release_2 = arrival(&mut arrivals).await;
     let third = spawn_get(addr, "/3");
     wait_until(|| gate.queued() == 1).await;

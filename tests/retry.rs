@@ -198,3 +198,63 @@ async fn a_body_failing_midway_never_ends_cleanly() {
         );
     }
 }
+
+/// A backend that answers the first request on each connection, keeps the connection open as
+/// if for keep-alive, and closes it without answering when the next request arrives: a
+/// keep-alive timeout that fires just as a request goes out. Counts (answered, dropped).
+async fn closing_keep_alive_backend() -> (SocketAddr, Arc<(AtomicUsize, AtomicUsize)>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                seen.0.fetch_add(1, Ordering::SeqCst);
+                // The next request's first bytes: close without a word.
+                if let Ok(n) = s.read(&mut chunk).await {
+                    if n > 0 {
+                        seen.1.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn a_reused_connection_the_backend_closed_is_sent_again_once_for_idempotent_requests() {
+    let (backend, counts) = closing_keep_alive_backend().await;
+    // One backend only: there is no other backend to retry on.
+    let f = fixture(&pool("attempts = 2", &[("b", backend)])).await;
+    let mut conn = f.conn(&["http/1.1"]).await;
+    for i in 0..6 {
+        let ans = send(&mut conn, "GET", "/", b"").await;
+        assert_eq!((ans.status, &ans.body[..]), (200, &b"fresh"[..]), "GET {i}");
+    }
+    // Every GET after the first found its pooled connection closed, and went again on a new
+    // one: none failed, and the backend is not blamed.
+    assert_eq!(counts.0.load(Ordering::SeqCst), 6);
+    assert_eq!(counts.1.load(Ordering::SeqCst), 5);
+    let b = &f.terminus.pools[0].backends[0];
+    assert_eq!(b.stats.responses()[5], 0, "no failed attempt counted");
+    // A POST may have been acted on: it is never sent twice.
+    let ans = send(&mut conn, "POST", "/", b"order #1").await;
+    assert_eq!(ans.status, 502);
+    assert_eq!(counts.0.load(Ordering::SeqCst), 6);
+    assert_eq!(counts.1.load(Ordering::SeqCst), 6);
+}

@@ -55,6 +55,9 @@ pub async fn send_with_retries(
 ) -> Result<Sent, Failed> {
     let (mut backend, mut client, mut set_cookie) = (first.backend, first.client, first.set_cookie);
     let mut tried = Vec::new();
+    // Whether this request already went again on a fresh connection after a reused one was
+    // found closed (see below): once per request.
+    let mut stale_retried = false;
     loop {
         let failed = |status, reason, backend: &Arc<Backend>, tried: &Vec<usize>| Failed {
             status,
@@ -140,6 +143,26 @@ pub async fn send_with_retries(
                 // Terminus's own limits: another backend would fail the same way.
                 warn!(pool = %pool.name, backend = %backend.name, reason = %why, "503: out of local resources");
                 return Err(failed(err.status(), err.reason(), backend, &tried));
+            }
+            // A reused keep-alive connection the backend had closed just before the request
+            // went out (its FIN was still on the way): the backend never saw the request. As
+            // HAProxy does for idle connections, send it again once to the same backend (the pool has
+            // dropped that connection); not the backend's failure, not a retry from the budget.
+            UpstreamError::Closed
+                if connect.is_none()
+                    && !stale_retried
+                    && err.safe_to_retry(&parts.method)
+                    && body.again().is_some() =>
+            {
+                stale_retried = true;
+                debug!(pool = %pool.name, backend = %backend.name, "a reused connection was closed by the backend; sending again on a new one");
+                if let Some(d) = trace.as_deref_mut() {
+                    d.attempts.push(format!(
+                        "{} closed a reused connection; sent again",
+                        backend.name
+                    ));
+                }
+                continue;
             }
             _ => {}
         }
