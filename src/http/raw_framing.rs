@@ -63,10 +63,8 @@ impl Verdicts {
 enum State {
     /// Between requests: the next bytes are a request head.
     Head,
-    /// In a body framed by Content-Length: this many bytes left.
-    Fixed(u64),
-    /// In a chunked body.
-    Chunked(Chunk),
+    /// In a request body.
+    Body(Body),
     /// No longer following the stream.
     Off,
 }
@@ -156,21 +154,12 @@ impl Reader {
                         }
                     }
                 }
-                State::Fixed(left) => {
-                    let n = left.min(data.len() as u64);
-                    self.state = if n == left {
-                        State::Head
-                    } else {
-                        State::Fixed(left - n)
-                    };
-                    data = &data[n as usize..];
-                }
-                State::Chunked(chunk) => {
-                    let (at, used) = follow_chunked(chunk, data);
+                State::Body(body) => {
+                    let (at, used) = follow_body(body, data);
                     self.state = match at {
-                        Chunked::In(chunk) => State::Chunked(chunk),
-                        Chunked::Ended => State::Head,
-                        Chunked::Broken => State::Off,
+                        BodyAt::In(body) => State::Body(body),
+                        BodyAt::Ended => State::Head,
+                        BodyAt::Broken => State::Off,
                     };
                     data = &data[used..];
                 }
@@ -265,14 +254,14 @@ impl Reader {
                 // One `chunked` in HTTP/1.1 is the only coding terminus serves; for anything
                 // else the request is refused and the connection closed.
                 if codings == 1 && chunked && req.version == Some(1) {
-                    State::Chunked(Chunk::Start)
+                    State::Body(Body::Chunked(Chunk::Start))
                 } else {
                     State::Off
                 }
             }
             (None, false) => match (lengths, length) {
                 (0, _) | (_, Some(0)) => State::Head,
-                (_, Some(n)) => State::Fixed(n),
+                (_, Some(n)) => State::Body(Body::Fixed(n)),
                 (_, None) => State::Off,
             },
         };
@@ -289,9 +278,52 @@ pub(crate) fn may_end_head(window: &[u8]) -> bool {
     window.windows(2).any(|w| w == b"\n\n") || window.windows(3).any(|w| w == b"\n\r\n")
 }
 
+/// The rest of a message body, as hyper's decoders read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// Framed by Content-Length: this many bytes left.
+    Fixed(u64),
+    Chunked(Chunk),
+}
+
+/// Where a body stands after some of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyAt {
+    In(Body),
+    Ended,
+    /// Bytes hyper's decoder refuses.
+    Broken,
+}
+
+/// Follows `body` through `data`: where it stands after, and how many bytes of `data` it took
+/// (fewer than all only when it ended or broke inside `data`). Both readers, of requests and of
+/// responses, skip bodies with it.
+pub(crate) fn follow_body(body: Body, data: &[u8]) -> (BodyAt, usize) {
+    match body {
+        Body::Fixed(left) => {
+            let n = left.min(data.len() as u64);
+            let at = if n == left {
+                BodyAt::Ended
+            } else {
+                BodyAt::In(Body::Fixed(left - n))
+            };
+            (at, n as usize)
+        }
+        Body::Chunked(chunk) => {
+            let (at, used) = follow_chunked(chunk, data);
+            let at = match at {
+                Chunked::In(chunk) => BodyAt::In(Body::Chunked(chunk)),
+                Chunked::Ended => BodyAt::Ended,
+                Chunked::Broken => BodyAt::Broken,
+            };
+            (at, used)
+        }
+    }
+}
+
 /// Where a chunked body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunked {
+enum Chunked {
     In(Chunk),
     /// Its last CRLF has been read.
     Ended,
@@ -302,7 +334,7 @@ pub(crate) enum Chunked {
 /// Follows a chunked body from `chunk` through `data` as hyper's decoder reads it: where the
 /// body stands after, and how many bytes of `data` it took (fewer than all only when it ended
 /// or broke inside `data`).
-pub(crate) fn follow_chunked(mut chunk: Chunk, data: &[u8]) -> (Chunked, usize) {
+fn follow_chunked(mut chunk: Chunk, data: &[u8]) -> (Chunked, usize) {
     let mut used = 0;
     while used < data.len() {
         if let Chunk::Data(left) = chunk {

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http::raw_framing::{digits, follow_chunked, Chunk, Chunked};
+use crate::http::raw_framing::{digits, follow_body, Body, BodyAt, Chunk};
 
 /// Response header fields parsed on the stack; past this the head is left to hyper, whose
 /// own limit (`max_response_headers`) decides.
@@ -38,10 +38,8 @@ enum State {
     /// A request went out: the next bytes start its response head. `head_request`: it was a
     /// HEAD, whose response has no body whatever its head says.
     Awaiting { head_request: bool },
-    /// In a response body framed by Content-Length: this many bytes left.
-    Fixed(u64),
-    /// In a chunked response body.
-    Chunked(Chunk),
+    /// In a response body.
+    Body(Body),
     /// The connection switched protocols (101), speaks HTTP/2, or has a body that ends with
     /// the connection: never reads heads again.
     Off,
@@ -112,21 +110,12 @@ impl<S> ResponseHeads<S> {
                     // `partial` is empty again, so this goes no deeper.
                     return self.feed(&partial[used.min(partial.len())..]);
                 }
-                State::Fixed(left) => {
-                    let n = left.min(data.len() as u64);
-                    self.state = if n == left {
-                        State::Idle
-                    } else {
-                        State::Fixed(left - n)
-                    };
-                    data = &data[n as usize..];
-                }
-                State::Chunked(chunk) => {
-                    let (at, used) = follow_chunked(chunk, data);
+                State::Body(body) => {
+                    let (at, used) = follow_body(body, data);
                     self.state = match at {
-                        Chunked::In(chunk) => State::Chunked(chunk),
-                        Chunked::Ended => State::Idle,
-                        Chunked::Broken => State::Off,
+                        BodyAt::In(body) => State::Body(body),
+                        BodyAt::Ended => State::Idle,
+                        BodyAt::Broken => State::Off,
                     };
                     data = &data[used..];
                 }
@@ -195,7 +184,7 @@ impl<S> ResponseHeads<S> {
             } else if let Some(coding) = coding {
                 let last = coding.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
                 if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    State::Chunked(Chunk::Start)
+                    State::Body(Body::Chunked(Chunk::Start))
                 } else {
                     // Read until the backend closes (or refused): nothing follows.
                     State::Off
@@ -203,7 +192,7 @@ impl<S> ResponseHeads<S> {
             } else if let Some(length) = length {
                 match digits(length.value) {
                     Some(0) => State::Idle,
-                    Some(n) => State::Fixed(n),
+                    Some(n) => State::Body(Body::Fixed(n)),
                     None => State::Off,
                 }
             } else {
