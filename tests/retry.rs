@@ -25,13 +25,8 @@ async fn resetting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut s, _)) = l.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 seen.fetch_add(1, Ordering::SeqCst);
                 s.set_zero_linger().unwrap();
@@ -211,13 +206,8 @@ async fn closing_keep_alive_backend() -> (SocketAddr, Arc<(AtomicUsize, AtomicUs
         while let Ok((mut s, _)) = l.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh";
                 if s.write_all(answer).await.is_err() {
@@ -225,7 +215,7 @@ async fn closing_keep_alive_backend() -> (SocketAddr, Arc<(AtomicUsize, AtomicUs
                 }
                 seen.0.fetch_add(1, Ordering::SeqCst);
                 // The next request's first bytes: close without a word.
-                if let Ok(n) = s.read(&mut chunk).await {
+                if let Ok(n) = s.read(&mut [0u8; 4096]).await {
                     if n > 0 {
                         seen.1.fetch_add(1, Ordering::SeqCst);
                     }

@@ -577,6 +577,21 @@ pub async fn until_run(conn: &mut Conn, run: usize, pred: impl Fn(&Answer) -> bo
     answers
 }
 
+/// Reads from `s` until a whole request head (up to its empty line) has arrived; `false` when
+/// the peer closed or failed first. For the hand-written test backends.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
 /// A backend that reports each request's arrival and answers "done" only when released, then
 /// closes the connection (and says so, so that it is never reused).
 pub async fn gated_backend() -> (
@@ -586,18 +601,13 @@ pub async fn gated_backend() -> (
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 let (release_tx, release_rx) = oneshot::channel();
                 let _ = tx.send(release_tx).await;
