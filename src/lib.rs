@@ -16,6 +16,7 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
+pub mod workers;
 
 pub use server::{ReloadSummary, Server};
 

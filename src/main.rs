@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use terminus::config::{self, default::DEMO_BACKENDS, Config};
 use terminus::demo::DemoBackend;
 use terminus::watch::FileWatch;
+use terminus::workers::Workers;
 use terminus::Server;
 use tokio::net::TcpListener;
 
@@ -77,12 +78,9 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n);
-    }
-    builder
+/// The `demo-backend` command's runtime: tokio's multi-threaded one, a thread per core.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")
@@ -100,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 delay_ms,
             }),
             _,
-        ) => runtime(None)?.block_on(async {
+        ) => runtime()?.block_on(async {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot bind {listen}"))?;
@@ -157,8 +155,17 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// The embedded default: three demo backends on loopback ports chosen by the system.
+/// The main thread's runtime: worker 0 (see `terminus::workers`), single-threaded like the
+/// others.
+fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
 fn serve_default(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
-    let rt = runtime(None)?;
+    let rt = main_runtime()?;
     let config = rt.block_on(async {
         let mut addrs = Vec::new();
         for name in DEMO_BACKENDS {
@@ -185,7 +192,7 @@ fn serve_default(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCo
 }
 
 fn serve(config: Config, path: PathBuf) -> anyhow::Result<ExitCode> {
-    let rt = runtime(config.workers)?;
+    let rt = main_runtime()?;
     serve_on(rt, config, Some(path))
 }
 
@@ -198,8 +205,14 @@ fn serve_on(
 ) -> anyhow::Result<ExitCode> {
     let demo = path.is_none();
     raise_open_files_limit(&config);
-    rt.block_on(async {
+    // `[global] workers` is read at start only: a reload keeps the running workers.
+    let n = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let workers = Workers::start(n, rt.handle().clone()).context("cannot start the workers")?;
+    let code = rt.block_on(async {
         let server = Server::bind(&config).await?;
+        server.set_workers(workers.handles());
         server.set_source(path.clone());
         // Installed before `listening` is printed, so a SIGHUP sent then never kills terminus.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -227,8 +240,11 @@ fn serve_on(
         if let Some(log) = after.access_log() {
             log.drain(Duration::from_secs(2)).await;
         }
-        Ok(ExitCode::SUCCESS)
-    })
+        anyhow::Ok(ExitCode::SUCCESS)
+    })?;
+    // Connections still open on the other workers end with them.
+    drop(workers);
+    Ok(code)
 }
 
 /// Raises the soft limit on open files to the hard limit (as nginx's `worker_rlimit_nofile`

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::access_log::AccessLog;
 use crate::config::{self, AccessLogSpec, Config};
@@ -101,6 +101,9 @@ struct Inner {
     /// The config file reloads read (`None`: the embedded default).
     source: Mutex<Option<PathBuf>>,
     started: std::time::SystemTime,
+    /// The workers' runtimes: every listener has an accept loop on each. Empty: only the
+    /// runtime `run` is called on.
+    workers: Mutex<Vec<tokio::runtime::Handle>>,
 }
 
 /// The state a reload replaces.
@@ -189,6 +192,7 @@ impl Server {
                 admin_token: Mutex::new(config.admin.as_ref().and_then(|a| a.token.clone())),
                 source: Mutex::new(None),
                 started: std::time::SystemTime::now(),
+                workers: Mutex::default(),
             }),
         })
     }
@@ -468,16 +472,59 @@ impl Server {
         }
     }
 
+    /// Serves new connections on these runtimes (`terminus::workers`), before `run`.
+    pub fn set_workers(&self, workers: Vec<tokio::runtime::Handle>) {
+        *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()) = workers;
+    }
+
+    /// Starts the listener's accept loops: one per worker, each on its own copy of the socket
+    /// (the kernel hands each new connection to one of them), so a connection is served on
+    /// the worker that accepted it.
     fn spawn_accept(&self, b: &mut Bound) {
-        if let Some(tcp) = b.tcp.take() {
-            let watch = self.inner.shutdown.watch();
-            tokio::spawn(listener::accept_loop(
-                tcp,
+        let Some(tcp) = b.tcp.take() else { return };
+        let workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // What each accept loop needs; the socket comes last, made on its own worker.
+        let parts = || {
+            (
                 b.state.clone(),
                 b.admission.clone(),
-                watch,
+                self.inner.shutdown.watch(),
                 b.stop.watch(),
-            ));
+            )
+        };
+        if workers.len() < 2 {
+            let (state, admission, shutdown, stop) = parts();
+            tokio::spawn(listener::accept_loop(tcp, state, admission, shutdown, stop));
+            return;
+        }
+        let copies = tcp.into_std().and_then(|std| {
+            std.set_nonblocking(true)?;
+            (0..workers.len())
+                .map(|_| std.try_clone())
+                .collect::<std::io::Result<Vec<_>>>()
+        });
+        let copies = match copies {
+            Ok(copies) => copies,
+            Err(e) => {
+                error!(listener = %b.name, error = %e, "cannot share the listening socket with the workers; not accepting");
+                return;
+            }
+        };
+        for (worker, copy) in workers.iter().zip(copies) {
+            let (state, admission, shutdown, stop) = parts();
+            let name = b.name.clone();
+            worker.spawn(async move {
+                // Registered with this worker's reactor, so its connections run here.
+                match TcpListener::from_std(copy) {
+                    Ok(tcp) => listener::accept_loop(tcp, state, admission, shutdown, stop).await,
+                    Err(e) => error!(listener = %name, error = %e, "a worker cannot accept"),
+                }
+            });
         }
     }
 

@@ -784,3 +784,64 @@ async fn a_client_with_nothing_in_common_gets_handshake_failure() {
         assert!(!out.all().contains("access denied"), "{}", out.all());
     }
 }
+
+/// The suite `s_client` says it negotiated ("Cipher is X" / "Cipher    : X").
+fn negotiated_suite(out: &Out) -> String {
+    let all = out.all();
+    let line = all.lines().find_map(|l| {
+        l.split_once("Cipher is ")
+            .map(|(_, c)| c.trim().to_string())
+    });
+    line.unwrap_or_else(|| panic!("no negotiated cipher in:\n{all}"))
+}
+
+#[tokio::test]
+async fn terminus_picks_the_suite_by_its_own_order_chacha_only_for_clients_that_list_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "app", &["app.test"]);
+    let backend = demo_backend("app", Duration::ZERO).await;
+    let t = start(
+        dir.path(),
+        &config(&[("app", &cert)], &[("https", "")], backend),
+    )
+    .await;
+    let addr = t.addr("https");
+    // (what the client offers, in its order; what terminus must pick)
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"],
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"],
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"],
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+        (
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ),
+    ];
+    for (offer, want) in cases {
+        let mut args = vec!["-servername", "app.test"];
+        args.extend_from_slice(offer);
+        let out = s_client(addr, &args).await;
+        assert!(out.ok(), "{offer:?}:\n{}", out.all());
+        assert_eq!(negotiated_suite(&out), want, "{offer:?}");
+    }
+}

@@ -30,7 +30,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// backends get it as `:authority`); the connector ignores it and dials the backend.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<BackendConnector, ReplayBody>,
+    /// A pool per worker (`crate::workers`): a request reuses only connections of the worker
+    /// it runs on, whose tasks run there too, so no request waits on another thread.
+    clients: Box<[Client<BackendConnector, ReplayBody>]>,
     response_timeout: Duration,
 }
 
@@ -264,16 +266,20 @@ impl UpstreamClient {
         if pool.protocol == UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }
+        let connector = BackendConnector {
+            inner: connector,
+            target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
+            tls: tls.map(|t| (t.clone(), t.server_name_for(backend))),
+            handshake_timeout: pool.timeouts.connect,
+            http2: pool.protocol == UpstreamProtocol::Http2,
+            max_head: pool.max_response_header_bytes.max(8192),
+            max_headers: pool.max_response_headers,
+        };
+        let clients = (0..crate::workers::count())
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Self {
-            client: builder.build(BackendConnector {
-                inner: connector,
-                target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
-                tls: tls.map(|t| (t.clone(), t.server_name_for(backend))),
-                handshake_timeout: pool.timeouts.connect,
-                http2: pool.protocol == UpstreamProtocol::Http2,
-                max_head: pool.max_response_header_bytes.max(8192),
-                max_headers: pool.max_response_headers,
-            }),
+            clients,
             response_timeout: pool.timeouts.response,
         }
     }
@@ -293,7 +299,9 @@ impl UpstreamClient {
         req: Request<ReplayBody>,
     ) -> (Result<Response<Incoming>, UpstreamError>, Option<Duration>) {
         let slot = Arc::new(AtomicU64::new(0));
-        let request = CONNECT_TIME.scope(slot.clone(), self.client.request(req));
+        // Never empty: `new` builds one per worker, at least one.
+        let client = &self.clients[crate::workers::index() % self.clients.len()];
+        let request = CONNECT_TIME.scope(slot.clone(), client.request(req));
         let result = match tokio::time::timeout(self.response_timeout, request).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Err(e)) => Err(UpstreamError::classify(&e)),
