@@ -33,7 +33,10 @@ impl Activity {
         self.active.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A request ended (its response body too); the last one restarts the idle clock.
+    /// A request ended (its response body too); the last one restarts the idle clock. Only a
+    /// watcher waiting for the connection to become idle is woken: one that sleeps towards a
+    /// deadline finds the new clock when it wakes, so a busy connection costs no wake-up (and
+    /// no new timer) per request.
     pub fn end(&self) {
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -44,23 +47,23 @@ impl Activity {
     /// Completes once the connection has had no request in progress for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
             if self.active.load(Ordering::Acquire) > 0 {
-                changed.await;
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                // Checked again once registered, so an `end` in between is not missed.
+                if self.active.load(Ordering::Acquire) > 0 {
+                    changed.await;
+                }
                 continue;
             }
             let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-            tokio::select! {
-                _ = tokio::time::sleep_until(since + limit) => {
-                    let still = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-                    if self.active.load(Ordering::Acquire) == 0 && still == since {
-                        return;
-                    }
-                }
-                _ = changed => {}
+            tokio::time::sleep_until(since + limit).await;
+            let now_since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            if self.active.load(Ordering::Acquire) == 0 && now_since == since {
+                return;
             }
+            // Requests came and went meanwhile: sleep on towards the new deadline.
         }
     }
 }

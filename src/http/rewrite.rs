@@ -80,31 +80,34 @@ pub fn prepare(
 
 /// One attempt's request: the prepared head aimed at `backend`, with `body`.
 ///
-/// The connector dials the backend whatever the URI names; the URI's authority keys the
-/// idle-connection pool and is HTTP/2's :authority. HTTP/1.1 uses the backend's address so
-/// every request shares one pool (the client's host travels in Host); HTTP/2 carries the
-/// client's host, so each distinct host gets its own multiplexed connection.
+/// HTTP/1.1 requests go out in origin form (`GET /path`): the connection already leads to the
+/// backend, and the client's host travels in Host. HTTP/2 carries the client's host as
+/// :authority, and hyper-util's pool keys its connections by it, so each distinct host gets
+/// its own multiplexed connection (its connector dials the backend whatever the URI names).
 pub fn for_backend(
     parts: &Parts,
     backend: &Backend,
     protocol: UpstreamProtocol,
     body: ReplayBody,
 ) -> Result<Request<ReplayBody>, &'static str> {
-    let authority = match (protocol, parts.uri.authority()) {
-        (UpstreamProtocol::Http2, Some(a)) => a.clone(),
-        _ => backend.authority.clone(),
-    };
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| "the request target cannot be forwarded")?;
+    let uri = match (protocol, parts.uri.authority()) {
+        (UpstreamProtocol::Http1, _) => Uri::from(path),
+        (UpstreamProtocol::Http2, authority) => Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(
+                authority
+                    .cloned()
+                    .unwrap_or_else(|| backend.authority.clone()),
+            )
+            .path_and_query(path)
+            .build()
+            .map_err(|_| "the request target cannot be forwarded")?,
+    };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;

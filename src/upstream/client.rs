@@ -1,7 +1,6 @@
 //! The connection pool to one backend (HTTP/1.1 keep-alive or HTTP/2), and upstream errors
 //! classified by what the client should be told.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
+use super::h1_pool::{Dialer, H1Pool};
 use super::replay::ReplayBody;
 use super::response_heads::AmbiguousResponse;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,14 +26,23 @@ pub use super::upstream_tls::{BackendTls, TlsHandshakeError, UpstreamStream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Connections to one backend. Requests keep the client's host in their URI (so HTTP/2
-/// backends get it as `:authority`); the connector ignores it and dials the backend.
+/// Connections to one backend. A pool per worker (`crate::workers`): a request reuses only
+/// connections of the worker it runs on, whose tasks run there too, so no request waits on
+/// another thread.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    /// A pool per worker (`crate::workers`): a request reuses only connections of the worker
-    /// it runs on, whose tasks run there too, so no request waits on another thread.
-    clients: Box<[Client<BackendConnector, ReplayBody>]>,
+    pools: Pools,
     response_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Pools {
+    /// HTTP/1.1: terminus's own pool on hyper's client connection (`h1_pool`).
+    Http1(Arc<[H1Pool]>),
+    /// HTTP/2: hyper-util's pool, which multiplexes requests over a connection per client
+    /// host. Requests keep the client's host in their URI (the backend gets it as
+    /// `:authority`); the connector ignores it and dials the backend.
+    Http2(Box<[Client<BackendConnector, ReplayBody>]>),
 }
 
 /// hyper's TCP connector, always dialling one backend whatever the request's URI names, and
@@ -175,8 +184,10 @@ impl UpstreamError {
         }
     }
 
-    fn classify(err: &hyper_util::client::legacy::Error) -> Self {
-        let mut source = err.source();
+    /// What `err` (with its sources) means for the client; `connect`: it happened while
+    /// opening the connection.
+    pub(super) fn classify(err: &(dyn std::error::Error + 'static), connect: bool) -> Self {
+        let mut source = Some(err);
         while let Some(s) = source {
             if let Some(e) = s.downcast_ref::<super::replay::ClientBodyError>() {
                 return Self::ClientBody(*e);
@@ -213,7 +224,8 @@ impl UpstreamError {
                 }
             }
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
-                if h.is_incomplete_message() {
+                // Canceled: the connection closed before the request went out.
+                if h.is_incomplete_message() || h.is_canceled() {
                     return Self::Closed;
                 }
                 if h.is_parse() || h.is_parse_status() {
@@ -223,7 +235,7 @@ impl UpstreamError {
             source = s.source();
         }
         let detail = chain(err);
-        if err.is_connect() {
+        if connect {
             Self::Connect(detail)
         } else {
             Self::Other(detail)
@@ -245,41 +257,59 @@ fn chain(err: &dyn std::error::Error) -> String {
 impl UpstreamClient {
     /// The connection pool to `backend`, over TLS when `tls` is given (built once per pool).
     pub fn new(pool: &config::Pool, backend: SocketAddr, tls: Option<&BackendTls>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(pool.timeouts.connect));
-        connector.enforce_http(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool.timeouts.upstream_idle)
-            .pool_max_idle_per_host(pool.max_idle_per_backend)
-            // The client's Host header is forwarded as it came; never make one up.
-            .set_host(false)
-            // A response head must fit the read buffer: a larger one is an error (502).
-            .http1_max_buf_size(pool.max_response_header_bytes.max(8192))
-            .http1_max_headers(pool.max_response_headers)
-            .http2_max_header_list_size(
-                u32::try_from(pool.max_response_header_bytes).unwrap_or(u32::MAX),
-            );
-        if pool.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        let connector = BackendConnector {
-            inner: connector,
-            target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
-            tls: tls.map(|t| (t.clone(), t.server_name_for(backend))),
-            handshake_timeout: pool.timeouts.connect,
-            http2: pool.protocol == UpstreamProtocol::Http2,
-            max_head: pool.max_response_header_bytes.max(8192),
-            max_headers: pool.max_response_headers,
+        // A response head must fit the read buffer: a larger one is an error (502). hyper's
+        // smallest buffer is 8 KiB.
+        let max_head = pool.max_response_header_bytes.max(8192);
+        let tls = tls.map(|t| (t.clone(), t.server_name_for(backend)));
+        let workers = crate::workers::count();
+        let pools = if pool.protocol == UpstreamProtocol::Http1 {
+            let dialer = Dialer {
+                address: backend,
+                tls,
+                connect_timeout: pool.timeouts.connect,
+                max_head,
+                max_headers: pool.max_response_headers,
+            };
+            let idle = pool.timeouts.upstream_idle;
+            Pools::Http1(
+                (0..workers)
+                    .map(|_| H1Pool::new(dialer.clone(), pool.max_idle_per_backend, idle))
+                    .collect(),
+            )
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(pool.timeouts.connect));
+            connector.enforce_http(true);
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(pool.timeouts.upstream_idle)
+                .pool_max_idle_per_host(pool.max_idle_per_backend)
+                // The client's Host header is forwarded as it came; never make one up.
+                .set_host(false)
+                .http2_only(true)
+                .http2_max_header_list_size(
+                    u32::try_from(pool.max_response_header_bytes).unwrap_or(u32::MAX),
+                );
+            let connector = BackendConnector {
+                inner: connector,
+                target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
+                tls,
+                handshake_timeout: pool.timeouts.connect,
+                http2: true,
+                max_head,
+                max_headers: pool.max_response_headers,
+            };
+            Pools::Http2(
+                (0..workers)
+                    .map(|_| builder.build(connector.clone()))
+                    .collect(),
+            )
         };
-        let clients = (0..crate::workers::count())
-            .map(|_| builder.build(connector.clone()))
-            .collect();
         Self {
-            clients,
+            pools,
             response_timeout: pool.timeouts.response,
         }
     }
@@ -298,16 +328,29 @@ impl UpstreamClient {
         &self,
         req: Request<ReplayBody>,
     ) -> (Result<Response<Incoming>, UpstreamError>, Option<Duration>) {
-        let slot = Arc::new(AtomicU64::new(0));
+        let timeout = self.response_timeout;
         // Never empty: `new` builds one per worker, at least one.
-        let client = &self.clients[crate::workers::index() % self.clients.len()];
-        let request = CONNECT_TIME.scope(slot.clone(), client.request(req));
-        let result = match tokio::time::timeout(self.response_timeout, request).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Err(e)) => Err(UpstreamError::classify(&e)),
-            Ok(Ok(resp)) => Ok(resp),
-        };
-        let ns = slot.load(Ordering::Relaxed);
-        (result, (ns > 0).then(|| Duration::from_nanos(ns)))
+        let worker = crate::workers::index();
+        match &self.pools {
+            Pools::Http1(pools) => {
+                let pool = &pools[worker % pools.len()];
+                match tokio::time::timeout(timeout, pool.send(req)).await {
+                    Err(_) => (Err(UpstreamError::ResponseTimeout(timeout)), None),
+                    Ok(sent) => sent,
+                }
+            }
+            Pools::Http2(clients) => {
+                let client = &clients[worker % clients.len()];
+                let slot = Arc::new(AtomicU64::new(0));
+                let request = CONNECT_TIME.scope(slot.clone(), client.request(req));
+                let result = match tokio::time::timeout(timeout, request).await {
+                    Err(_) => Err(UpstreamError::ResponseTimeout(timeout)),
+                    Ok(Err(e)) => Err(UpstreamError::classify(&e, e.is_connect())),
+                    Ok(Ok(resp)) => Ok(resp),
+                };
+                let ns = slot.load(Ordering::Relaxed);
+                (result, (ns > 0).then(|| Duration::from_nanos(ns)))
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod backend_stats;
 pub mod balancer;
 pub mod client;
 pub mod decision;
+mod h1_pool;
 pub mod health;
 pub mod outlier;
 pub mod persistence;
