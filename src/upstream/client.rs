@@ -342,7 +342,8 @@ impl UpstreamClient {
             Pools::Http2(clients) => {
                 let client = &clients[worker % clients.len()];
                 let slot = Arc::new(AtomicU64::new(0));
-                let request = CONNECT_TIME.scope(slot.clone(), client.request(req));
+                // Boxed, so that the futures of HTTP/1.1 requests do not carry its size.
+                let request = Box::pin(CONNECT_TIME.scope(slot.clone(), client.request(req)));
                 let result = match tokio::time::timeout(timeout, request).await {
                     Err(_) => Err(UpstreamError::ResponseTimeout(timeout)),
                     Ok(Err(e)) => Err(UpstreamError::classify(&e, e.is_connect())),

@@ -82,7 +82,9 @@ impl H1Pool {
                 Some(send) => (send, None),
                 None => {
                     let started = Instant::now();
-                    match self.shared.dial().await {
+                    // Boxed: the connect and TLS handshake futures are large, and every
+                    // request's future (boxed per request) would carry them unboxed.
+                    match Box::pin(self.shared.dial()).await {
                         Ok(send) => (send, Some(started.elapsed())),
                         Err(e) => return (Err(e), None),
                     }
