@@ -121,6 +121,20 @@ fn config(certs: &[(&str, &TestCert)], listeners: &[(&str, &str)], backend: Sock
 
 /// `curl` to `https://NAME:PORT/` resolved to 127.0.0.1, trusting `ca`; stdout ends with a
 /// line `STATUS HTTP_VERSION`, stderr holds the verbose handshake.
+/// Terminus with one certificate, for `app.test`, and one `https` listener in front of a demo
+/// backend; the temp dir holds the certificate files.
+async fn app_listener() -> (tempfile::TempDir, TestCert, InProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path(), "app", &["app.test"]);
+    let backend = demo_backend("app", Duration::ZERO).await;
+    let t = start(
+        dir.path(),
+        &config(&[("app", &cert)], &[("https", "")], backend),
+    )
+    .await;
+    (dir, cert, t)
+}
+
 async fn curl(addr: SocketAddr, name: &str, ca: &Path, extra: &[&str]) -> Out {
     let mut args = vec!["-v", "-w", "\n%{http_code} %{http_version}"];
     args.extend_from_slice(extra);
@@ -172,14 +186,7 @@ fn ca_bundle(dir: &Path, certs: &[&TestCert]) -> PathBuf {
 
 #[tokio::test]
 async fn curl_speaks_tls12_and_tls13_over_http1_and_http2() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "app", &["app.test"]);
-    let backend = demo_backend("app", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &config(&[("app", &cert)], &[("https", "")], backend),
-    )
-    .await;
+    let (_dir, cert, t) = app_listener().await;
     let tls12: &[&str] = &["--tlsv1.2", "--tls-max", "1.2"];
     let tls13: &[&str] = &["--tlsv1.3"];
     for (tls, tls_name) in [(tls12, "TLSv1.2"), (tls13, "TLSv1.3")] {
@@ -289,14 +296,7 @@ async fn alpn_negotiates_h2_or_http11_in_the_listeners_order() {
 
 #[tokio::test]
 async fn tls10_and_tls11_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "app", &["app.test"]);
-    let backend = demo_backend("app", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &config(&[("app", &cert)], &[("https", "")], backend),
-    )
-    .await;
+    let (_dir, _cert, t) = app_listener().await;
     // SECLEVEL=0 lets OpenSSL 3 offer the old versions at all; the refusal must be terminus's.
     let cipher = ["-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "app.test"];
     for version in ["-tls1", "-tls1_1"] {
@@ -515,14 +515,7 @@ async fn pq_get(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> (NamedGr
 #[tokio::test]
 async fn post_quantum_hybrid_is_negotiated_when_offered() {
     use aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "app", &["app.test"]);
-    let backend = demo_backend("app", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &config(&[("app", &cert)], &[("https", "")], backend),
-    )
-    .await;
+    let (_dir, cert, t) = app_listener().await;
     let tls13 = &[&rustls::version::TLS13];
     let tls12 = &[&rustls::version::TLS12];
     let cases = [
@@ -757,14 +750,7 @@ async fn ocsp_response_is_stapled_for_clients_that_ask() {
 
 #[tokio::test]
 async fn a_client_with_nothing_in_common_gets_handshake_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "app", &["app.test"]);
-    let backend = demo_backend("app", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &config(&[("app", &cert)], &[("https", "")], backend),
-    )
-    .await;
+    let (_dir, _cert, t) = app_listener().await;
     let addr = t.addr("https");
     // A TLS 1.3 suite terminus lacks, and TLS 1.2 RSA suites to an ECDSA-only listener.
     let cases: [&[&str]; 2] = [
@@ -797,14 +783,7 @@ fn negotiated_suite(out: &Out) -> String {
 
 #[tokio::test]
 async fn terminus_picks_the_suite_by_its_own_order_chacha_only_for_clients_that_list_it_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path(), "app", &["app.test"]);
-    let backend = demo_backend("app", Duration::ZERO).await;
-    let t = start(
-        dir.path(),
-        &config(&[("app", &cert)], &[("https", "")], backend),
-    )
-    .await;
+    let (_dir, _cert, t) = app_listener().await;
     let addr = t.addr("https");
     // (what the client offers, in its order; what terminus must pick)
     let cases: [(&[&str], &str); 5] = [
