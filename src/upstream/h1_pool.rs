@@ -117,12 +117,13 @@ impl H1Pool {
         let mut i = conns.len();
         while i > 0 {
             i -= 1;
+            // `remove`, not `swap_remove`: the list stays oldest first, which `trim` relies on.
             let c = &conns[i];
             if c.send.is_ready() {
-                return Some(conns.swap_remove(i).send);
+                return Some(conns.remove(i).send);
             }
             if c.send.is_closed() {
-                conns.swap_remove(i);
+                conns.remove(i);
             }
         }
         None
