@@ -89,8 +89,13 @@ pub async fn accept_loop(
     loop {
         // At the connection limit, stop accepting: new clients wait in the kernel's queue.
         let max = current.load().http.limits.max_connections;
-        let accepted = tokio::select! {
-            a = async { admission.room(max).await; listener.accept().await } => a,
+        // The slot is taken before accepting: with an accept loop per worker on the same
+        // listener, checking for room first and counting after could admit one too many.
+        let (slot, accepted) = tokio::select! {
+            a = async {
+                let slot = admission.reserve(max).await;
+                (slot, listener.accept().await)
+            } => a,
             _ = shutdown.signalled() => break,
             _ = stop.signalled() => break,
         };
@@ -98,7 +103,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, client)) => {
                 let per_client = state.http.limits.max_connections_per_client;
-                let Some(admitted) = admission.admit(client.ip(), per_client) else {
+                let Some(admitted) = slot.admit(client.ip(), per_client) else {
                     // Closed at once: one address may not take the listener for itself.
                     let labels = FailureLabels {
                         listener: state.name.clone(),
@@ -124,6 +129,7 @@ pub async fn accept_loop(
                 );
             }
             Err(e) => {
+                drop(slot);
                 // Out of file descriptors and the like: wait a little instead of spinning.
                 warn!(listener = %state.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -437,6 +437,42 @@ async fn at_the_listener_limit_new_clients_wait_until_a_place_frees() {
     assert!(answered(&mut second).await);
 }
 
+#[tokio::test]
+async fn accept_loops_on_several_workers_admit_no_more_than_max_connections_between_them() {
+    let backend = demo_backend("a", Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terminus.toml");
+    let text = plain_config(&[("a", backend)], "max_connections = 2", "")
+        .replace("[global]\n", "[global]\nworkers = 4\n");
+    std::fs::write(&path, text).unwrap();
+    let t = Process::spawn(&["--config", path.to_str().unwrap(), "--log", "warn"], 1);
+    let addr = t.addrs["http"];
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    assert!(answered(&mut first).await);
+    // One place is left, and four accept loops wait on the socket: four clients at once get
+    // exactly one place between them.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let ok = answered(&mut s).await;
+                (ok, s)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = clients.iter().filter(|c| c.is_finished()).count();
+    assert_eq!(served, 1, "clients served past max_connections = 2");
+    for c in clients {
+        if c.is_finished() {
+            assert!(c.await.unwrap().0, "the one admitted is answered");
+        } else {
+            c.abort();
+        }
+    }
+    drop(first);
+}
+
 /// Opens an HTTP/2 connection over TLS to the fixture's "https" listener.
 async fn h2_client(
     f: &Fixture,
