@@ -45,8 +45,9 @@ enum Pools {
     Http2(Box<[Client<BackendConnector, ReplayBody>]>),
 }
 
-/// hyper's TCP connector, always dialling one backend whatever the request's URI names, and
-/// wrapping the connection in TLS when the pool has `[pool.tls]`.
+/// hyper's TCP connector for HTTP/2 pools (prior knowledge), always dialling one backend
+/// whatever the request's URI names, and wrapping the connection in TLS when the pool has
+/// `[pool.tls]`.
 #[derive(Clone, Debug)]
 struct BackendConnector {
     inner: HttpConnector,
@@ -54,8 +55,6 @@ struct BackendConnector {
     tls: Option<(BackendTls, rustls::pki_types::ServerName<'static>)>,
     /// Bounds the TLS handshake, as `inner`'s own timeout bounds the TCP connect.
     handshake_timeout: Duration,
-    /// The pool speaks HTTP/2 by prior knowledge.
-    http2: bool,
     /// The largest response head hyper accepts, and its most fields.
     max_head: usize,
     max_headers: usize,
@@ -78,14 +77,14 @@ impl tower_service::Service<Uri> for BackendConnector {
         let tcp = self.inner.call(self.target.clone());
         let tls = self.tls.clone();
         let timeout = self.handshake_timeout;
-        let (http2, max_head, max_headers) = (self.http2, self.max_head, self.max_headers);
+        let (max_head, max_headers) = (self.max_head, self.max_headers);
         Box::pin(async move {
             let tcp = tcp.await?.into_inner();
             let stream = match tls {
-                None => UpstreamStream::plain(tcp, http2, max_head, max_headers),
+                None => UpstreamStream::plain(tcp, true, max_head, max_headers),
                 Some((tls, name)) => {
                     let stream = tls.handshake(tcp, name, timeout).await?;
-                    UpstreamStream::tls(stream, http2, max_head, max_headers)
+                    UpstreamStream::tls(stream, true, max_head, max_headers)
                 }
             };
             if let Some(slot) = slot {
@@ -298,7 +297,6 @@ impl UpstreamClient {
                 target: Uri::try_from(format!("http://{backend}/")).unwrap_or_default(),
                 tls,
                 handshake_timeout: pool.timeouts.connect,
-                http2: true,
                 max_head,
                 max_headers: pool.max_response_headers,
             };
